@@ -6,6 +6,16 @@ import pytest
 pytest.importorskip("napari")
 
 
+@pytest.fixture
+def shared_data():
+    from pathlib import Path
+
+    d = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not d.is_dir():
+        pytest.skip(f"shared test data not found at {d}")
+    return d
+
+
 def test_open_envi_and_mat_pair_in_viewer(make_napari_viewer, shared_data):
     viewer = make_napari_viewer()
     layers = viewer.open(str(shared_data / "envi_aisafenix" / "image.hdr"), plugin="napari-cofusion")
