@@ -70,8 +70,9 @@ def to_band_first(
     """Move the band axis of a 3-D array to the front.
 
     The band axis is ``band_axis`` when given; else the axis whose length equals the number of
-    wavelengths (when exactly one does); else the smallest axis (ties: the last of them, the
-    usual band-last layout, unless the first is tied too, then the first).
+    wavelengths (when exactly one does); else the first or the last axis, whichever leaves the
+    other two closest to square (images are rarely long thin strips; ties go to the smaller
+    axis, then band-last). The smallest axis is a poor guess: PaviaU is 50×50×103.
     """
     a = np.asarray(arr)
     if a.ndim != 3:
@@ -82,9 +83,11 @@ def to_band_first(
             if len(matches) == 1:
                 band_axis = matches[0]
         if band_axis is None:
-            smallest = min(a.shape)
-            cands = [i for i, s in enumerate(a.shape) if s == smallest]
-            band_axis = 0 if 0 in cands else cands[-1]
+            def aspect(i: int) -> float:
+                r, c = (s for j, s in enumerate(a.shape) if j != i)
+                return max(r, c) / min(r, c)
+
+            band_axis = min((0, 2), key=lambda i: (aspect(i), a.shape[i], -i))
     if not -3 <= band_axis < 3:
         raise CubeError(f"{what}: band_axis {band_axis} is out of range for a 3-D array")
     return np.moveaxis(a, band_axis, 0)
@@ -202,7 +205,7 @@ def read_envi(path: str | os.PathLike, norm: str | float = "auto") -> Cube:
         )
     try:
         img = envi.open(str(hdr), str(data_file))
-        raw = np.asarray(img.load() if hasattr(img, "load") else img[:, :, :])
+        raw = np.asarray(img.load(dtype=img.dtype, scale=False))  # raw DN: the scale factor is applied once, below
     except Exception as exc:
         raise CubeError(f"{data_file}: could not read ENVI data ({exc})") from None
     raw = np.moveaxis(np.asarray(raw), 2, 0)  # spectral gives (rows, cols, bands)
@@ -310,7 +313,10 @@ def read_mat(
         arr = mat.reshape(mat.shape[0], cols, rows).transpose(0, 2, 1)  # column-major pixels
         band_axis = 0
     elif arr.ndim != 3:
-        raise CubeError(f"{path}: {key} is {arr.ndim}-D with shape {arr.shape}; a cube needs 3 dimensions")
+        raise CubeError(
+            f"{path}: {key} is {arr.ndim}-D with shape {arr.shape}; a cube needs 3 dimensions"
+            + (" (for a (bands, pixels) matrix give spatial_shape=(rows, cols))" if arr.ndim == 2 else "")
+        )
     wl = _find_wavelengths(arrays, arr.shape)
     cube_raw = to_band_first(arr, band_axis, None if wl is None else wl.size, what=f"{path}:{key}")
     if wl is not None and wl.size != cube_raw.shape[0]:
@@ -559,9 +565,9 @@ def _write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> lis
     ]
     if cube.wavelengths is not None:
         lines.append("wavelength units = Nanometers")
-        lines.append("wavelength = {" + ", ".join(f"{x:g}" for x in cube.wavelengths) + "}")
+        lines.append("wavelength = {" + ", ".join(f"{x:.10g}" for x in cube.wavelengths) + "}")
     if "fwhm" in cube.meta and len(cube.meta["fwhm"]) == c:
-        lines.append("fwhm = {" + ", ".join(f"{float(x):g}" for x in cube.meta["fwhm"]) + "}")
+        lines.append("fwhm = {" + ", ".join(f"{float(x):.10g}" for x in cube.meta["fwhm"]) + "}")
     tmp_img, tmp_hdr = _tmp_beside(img, ".img"), _tmp_beside(hdr, ".hdr")
     try:
         np.ascontiguousarray(data, dtype="<f4" if np.little_endian else ">f4").tofile(tmp_img)

@@ -222,6 +222,10 @@ def get_srf(spec: str | SRF | np.ndarray) -> SRF:
     """An SRF from a preset name, a file path, an (c, C) array or an SRF."""
     if isinstance(spec, SRF):
         return spec
+    if isinstance(spec, dict):  # as stored in a recipe
+        if "name" not in spec:
+            raise CubeError(f"SRF description {spec!r} has no name")
+        return get_srf(spec["name"])
     if isinstance(spec, np.ndarray):
         if spec.ndim != 2:
             raise CubeError(f"SRF matrix must be 2-D (c, C), got shape {spec.shape}")

@@ -1,0 +1,133 @@
+"""Model weights: ``NAME.safetensors`` plus ``NAME.json`` (the card). Loading never unpickles.
+
+The card holds the architecture and its hyper-parameters, the HS band count and wavelengths,
+the MS band count and SRF, the scale, the PSF protocol, the training data and steps, the
+validation metrics and the date.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .cube import CubeError
+
+__all__ = ["save_weights", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
+
+
+def shipped_weights_dir() -> Path:
+    """``weights/`` at the repository root (or NAPARI_COFUSION_WEIGHTS)."""
+    env = os.environ.get("NAPARI_COFUSION_WEIGHTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "weights"
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any], overwrite: bool = False) -> tuple[str, str]:
+    """Write ``path`` (.safetensors) and its card (.json beside it), atomically."""
+    from .io import _atomic_target, _tmp_beside, write_json
+
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        p = p.with_suffix(".safetensors")
+    card_path = p.with_suffix(".json")
+    _atomic_target(p, overwrite)
+    _atomic_target(card_path, overwrite)
+    full = dict(card)
+    full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    full["n_params"] = int(sum(t.numel() for t in model.parameters()))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = _tmp_beside(p, ".safetensors")
+    try:
+        save_file(state, str(tmp), metadata={"format": "pt", "architecture": str(full.get("architecture", ""))})
+        write_json(full, card_path, overwrite=overwrite)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(p), str(card_path)
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    card_path = p.with_suffix(".json")
+    if not card_path.is_file():
+        raise CubeError(f"{p}: no card {card_path.name} beside the weights (architecture and band counts are needed)")
+    try:
+        return json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CubeError(f"{card_path}: not valid JSON ({exc})") from None
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the model the card describes and load the safetensors state into it."""
+    from .models import build_model
+
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        if p.with_suffix(".safetensors").is_file():
+            p = p.with_suffix(".safetensors")
+        else:
+            raise CubeError(f"{p}: weights must be a .safetensors file (pickled checkpoints are never loaded)")
+    if not p.is_file():
+        raise CubeError(f"{p}: weights file not found")
+    card = read_card(p)
+    try:
+        state = load_file(str(p), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CubeError(f"{p}: not a readable safetensors file ({exc})") from None
+    model = build_model(card)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CubeError(
+            f"{p}: weights do not match the architecture in its card "
+            f"(missing {len(missing)} tensors, e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})"
+        )
+    model.to(device).eval()
+    return model, card
+
+
+def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
+    d = Path(folder) if folder else shipped_weights_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def find_weights(hs_bands: int, ms_bands: int, scale: int, folder: str | os.PathLike | None = None) -> Path:
+    """The shipped weights whose card matches the band counts and scale."""
+    found = []
+    for p in list_weights(folder):
+        c = read_card(p)
+        if (c.get("hs_bands"), c.get("ms_bands"), c.get("scale")) == (hs_bands, ms_bands, scale):
+            found.append(p)
+    if not found:
+        have = ", ".join(
+            f"{p.stem} ({read_card(p).get('hs_bands')} HS / {read_card(p).get('ms_bands')} MS bands, ×{read_card(p).get('scale')})"
+            for p in list_weights(folder)
+        ) or "none"
+        raise CubeError(
+            f"no shipped weights for {hs_bands} HS bands, {ms_bands} MS bands at ×{scale} (available: {have}); "
+            "fine-tune on the scene or pass --weights"
+        )
+    return found[0]
+
+
+def resolve_weights(spec: str | os.PathLike | None, hs_bands: int, ms_bands: int, scale: int) -> Path:
+    """A weights name in ``weights/``, a path, or (None) the shipped weights matching the input."""
+    if spec is None:
+        return find_weights(hs_bands, ms_bands, scale)
+    p = Path(spec)
+    if p.suffix == ".safetensors" or p.exists() or p.with_suffix(".safetensors").exists():
+        return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
+    cand = shipped_weights_dir() / f"{spec}.safetensors"
+    if cand.is_file():
+        return cand
+    names = ", ".join(q.stem for q in list_weights()) or "none"
+    raise CubeError(f"weights {spec!r} not found (shipped: {names})")
