@@ -122,6 +122,103 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+CAVE_VALIDATION = ("oil_painting", "paints")
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    """Train CoFusion on CAVE-style scene folders under a named protocol; write weights + card."""
+    import time
+
+    import numpy as np
+
+    from . import metrics
+    from .io import read_cube
+    from .methods import fuse
+    from .models import CoFusion, CoFusionConfig
+    from .simulate import protocol_recipe, simulate_pair
+    from .train import TrainConfig, make_scene, set_threads, train
+    from .weights import save_weights
+
+    threads = set_threads(a.threads)
+    data = Path(a.data)
+    if not data.is_dir():
+        raise CubeError(f"{data}: training data folder not found")
+    folders = sorted(p for p in data.iterdir() if p.is_dir())
+    val_names = set(a.val or CAVE_VALIDATION)
+    tr = [p for p in folders if p.name.removesuffix("_ms") not in val_names]
+    va = [p for p in folders if p.name.removesuffix("_ms") in val_names]
+    if a.train_scenes:
+        tr = [p for p in tr if p.name.removesuffix("_ms") in set(a.train_scenes)]
+    if not tr:
+        raise CubeError(f"{data}: no training scenes")
+    out = Path(a.out)
+    if out.with_suffix(".safetensors").exists() and not a.overwrite:
+        raise CubeError(f"{out.with_suffix('.safetensors')}: already exists; choose another name or pass --overwrite")
+    recipe = {"protocol": a.protocol}
+    proto = protocol_recipe(a.protocol)
+    print(f"[train] {len(tr)} training and {len(va)} validation scenes, {a.protocol}, {threads} threads", flush=True)
+    t0 = time.perf_counter()
+    with_base = a.base == "glp-hs"
+    train_scenes = []
+    for p in tr:
+        ref = read_cube(p)
+        if a.crop:
+            ref = ref.with_data(np.ascontiguousarray(ref.data[:, : a.crop, : a.crop]))
+        variants = [(k, f) for f in (False, True) for k in range(4)] if a.augment else [(0, False)]
+        train_scenes += [make_scene(ref, p.name, recipe, with_base, k, f) for k, f in variants]
+    val_scenes = []
+    baseline = []
+    for p in va:
+        ref = read_cube(p)
+        if a.crop:
+            ref = ref.with_data(np.ascontiguousarray(ref.data[:, : a.crop, : a.crop]))
+        val_scenes.append(make_scene(ref, p.name, recipe, with_base))
+        pair = simulate_pair(ref, **recipe)
+        baseline.append(metrics.full_reference(fuse(pair.lr, pair.msi, "glp-hs").cube.data, pair.reference.data, proto["scale"]))
+    print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(train_scenes)} with augmentation)", flush=True)
+    ref0 = train_scenes[0]
+    cfg = CoFusionConfig(hs_bands=ref0.ref.shape[0], ms_bands=ref0.msi.shape[0], scale=proto["scale"], base=a.base,
+                         **({"depths": tuple(a.depths)} if a.depths else {}))
+    model = CoFusion(cfg)
+    tcfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, seed=a.seed, val_every=a.val_every,
+                       ckpt_every=a.ckpt_every, warmup=min(100, max(a.steps // 10, 1)))
+    print(f"[train] CoFusion {model.n_params():,} parameters; {tcfg}", flush=True)
+    last = None
+    for prog in train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume):
+        last = prog
+        if prog.step % a.log_every == 0 or prog.val or prog.done:
+            msg = f"[train] step {prog.step}/{prog.total} loss {prog.loss:.5f} lr {prog.lr:.2e} {prog.elapsed:.0f} s"
+            if prog.val:
+                msg += f" | val PSNR {prog.val['psnr']:.3f} SAM {prog.val['sam']:.3f}"
+            print(msg, flush=True)
+    base_mean = {k: float(np.mean([b[k] for b in baseline])) for k in baseline[0]} if baseline else None
+    ref_cube = read_cube(tr[0])
+    card = {
+        "architecture": "cofusion",
+        "config": cfg.to_json(),
+        "hs_bands": cfg.hs_bands,
+        "hs_wavelengths_nm": None if ref_cube.wavelengths is None else ref_cube.wavelengths.tolist(),
+        "ms_bands": cfg.ms_bands,
+        "srf": proto["srf"],
+        "scale": cfg.scale,
+        "psf": proto["psf"],
+        "protocol": a.protocol,
+        "training_data": {"root": str(data), "train_scenes": [p.name for p in tr], "val_scenes": [p.name for p in va],
+                           "augmentation": "8 dihedral variants of each reference" if a.augment else "none"},
+        "training": {**tcfg.__dict__, "steps_done": last.step if last else 0,
+                     "seconds": round(last.elapsed, 1) if last else 0.0, "threads": threads, "device": "cpu"},
+        "validation": last.best_val if last else None,
+        "validation_glp_hs": base_mean,
+    }
+    paths = save_weights(model, out, card, overwrite=a.overwrite)
+    print(f"[train] wrote {paths[0]} and {paths[1]}", flush=True)
+    if card["validation"]:
+        v = card["validation"]
+        print(f"[train] best validation: PSNR {v['psnr']:.3f} SAM {v['sam']:.3f} (glp-hs: PSNR "
+              f"{base_mean['psnr']:.3f} SAM {base_mean['sam']:.3f})" if base_mean else "", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulate import PROTOCOLS
     from .srf import srf_presets
@@ -164,6 +261,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--psf", default="weak")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
+
+    t = sub.add_parser("train", help="train CoFusion on CAVE-style scenes under a protocol")
+    t.add_argument("--data", required=True, help="folder of scene folders (e.g. ../shared/data/cave)")
+    t.add_argument("--protocol", default="cave-x4", choices=sorted(PROTOCOLS))
+    t.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
+    t.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--patch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
+    t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
+    t.add_argument("--crop", type=int, default=None, help="crop scenes to this size (quick runs)")
+    t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--val-every", type=int, default=250)
+    t.add_argument("--ckpt-every", type=int, default=50)
+    t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    t.add_argument("--out", required=True, help="weights path without extension (NAME.safetensors + NAME.json)")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="simulate a pair from the bundled CAVE crop, fuse it, print the metrics")
     d.add_argument("--protocol", default="cave-x4", choices=sorted(PROTOCOLS))

@@ -93,15 +93,19 @@ def ssim_bands(z: torch.Tensor, x: torch.Tensor, size: int = 11, sigma: float = 
     """
     lead = z.shape[:-2]
     h, w = z.shape[-2:]
-    zt = z.reshape(-1, 1, h, w)
-    xt = x.reshape(-1, 1, h, w)
+    zt = z.reshape(-1, lead[-1] if lead else 1, h, w)
+    xt = x.reshape(zt.shape)
+    n = zt.shape[1]
     pad = (size - 1) // 2
     g = _gauss_1d(size, sigma, zt.dtype, zt.device)
-    gh, gw = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
-    stack = torch.cat([zt, xt, zt * zt, xt * xt, zt * xt], 0)
+    # bands as channels of a grouped (depthwise) convolution: far faster on the CPU, forward and
+    # backward, than bands as a batch of single-channel images
+    gh = g.view(1, 1, size, 1).expand(5 * n, 1, size, 1).contiguous()
+    gw = g.view(1, 1, 1, size).expand(5 * n, 1, 1, size).contiguous()
+    stack = torch.cat([zt, xt, zt * zt, xt * xt, zt * xt], 1)
     stack = torch.nn.functional.pad(stack, (pad, pad, pad, pad), mode="reflect")
-    filt = torch.nn.functional.conv2d(torch.nn.functional.conv2d(stack, gh), gw)
-    mz, mx, zz, xx, zx = filt.split(zt.shape[0])
+    filt = torch.nn.functional.conv2d(torch.nn.functional.conv2d(stack, gh, groups=5 * n), gw, groups=5 * n)
+    mz, mx, zz, xx, zx = filt.split(n, dim=1)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     vz = torch.clamp(zz - mz * mz, min=0.0)
     vx = torch.clamp(xx - mx * mx, min=0.0)

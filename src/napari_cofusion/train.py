@@ -262,7 +262,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             step += 1
-            loss_val = float(loss)
+            loss_val = float(loss.detach())
             val = None
             if val_scenes and (step % cfg.val_every == 0 or step == cfg.steps):
                 val = validate(model, val_scenes)

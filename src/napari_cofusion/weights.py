@@ -83,12 +83,16 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (SafetensorError, OSError, ValueError) as exc:
         raise CubeError(f"{p}: not a readable safetensors file ({exc})") from None
     model = build_model(card)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
         raise CubeError(
-            f"{p}: weights do not match the architecture in its card "
-            f"(missing {len(missing)} tensors, e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})"
+            f"{p}: weights do not match the architecture in its card (missing {len(missing)} tensors "
+            f"{missing[:2]}, unexpected {len(unexpected)} {unexpected[:2]}, wrong shape {len(wrong)} {wrong[:2]})"
         )
+    model.load_state_dict(state)
     model.to(device).eval()
     return model, card
 

@@ -281,6 +281,10 @@ class CoFusion(nn.Module):
         self.stages = nn.ModuleList(nn.Sequential(*[CoFusionBlock(cfg) for _ in range(n)]) for n in cfg.depths)
         self.merge = nn.ModuleList(nn.Conv2d(d, d, 1) for _ in range(self.levels - 1))
         self.head = nn.Sequential(nn.Conv2d(d, d, 3, padding=1), nn.GELU(), nn.Conv2d(d, cfg.hs_bands, 3, padding=1))
+        # the correction starts at zero: an untrained model returns its base (bicubic or
+        # the classical fusion) and training can only move it from there
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
     def upsample_lr(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return ops.upsample(lr, self.cfg.scale, self.cfg.phase, out_size=size)
