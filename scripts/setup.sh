@@ -29,10 +29,13 @@ stamp=.venv/.napari-cofusion-installed
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing python packages into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
+  pipq() {  # quiet pip; drop the warnings about package-index folders this machine lacks
+    .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  }
+  pipq --upgrade pip
   # torch is pinned so pip takes the CPU build on this machine's disk, not a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[testing]"
+  pipq "torch==2.13.0"
+  pipq -e ".[testing]"
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, napari; print("torch", torch.__version__, "napari", napari.__version__)')"

@@ -181,16 +181,21 @@ def _cmd_train(a: argparse.Namespace) -> int:
                          **({"depths": tuple(a.depths)} if a.depths else {}))
     model = CoFusion(cfg)
     tcfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, seed=a.seed, val_every=a.val_every,
-                       ckpt_every=a.ckpt_every, warmup=min(100, max(a.steps // 10, 1)))
+                       ckpt_every=a.ckpt_every, warmup=min(a.warmup, max(a.steps // 10, 1)))
     print(f"[train] CoFusion {model.n_params():,} parameters; {tcfg}", flush=True)
     last = None
-    for prog in train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume):
-        last = prog
-        if prog.step % a.log_every == 0 or prog.val or prog.done:
-            msg = f"[train] step {prog.step}/{prog.total} loss {prog.loss:.5f} lr {prog.lr:.2e} {prog.elapsed:.0f} s"
-            if prog.val:
-                msg += f" | val PSNR {prog.val['psnr']:.3f} SAM {prog.val['sam']:.3f}"
-            print(msg, flush=True)
+    loop = train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume)
+    try:
+        for prog in loop:
+            last = prog
+            if prog.step % a.log_every == 0 or prog.val or prog.done:
+                msg = f"[train] step {prog.step}/{prog.total} loss {prog.loss:.5f} lr {prog.lr:.2e} {prog.elapsed:.0f} s"
+                if prog.val:
+                    msg += f" | val PSNR {prog.val['psnr']:.3f} SAM {prog.val['sam']:.3f}"
+                print(msg, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C: stop, keep the best state so far, still write the weights
+        loop.close()
+        print(f"[train] stopped at step {last.step if last else 0}", flush=True)
     base_mean = {k: float(np.mean([b[k] for b in baseline])) for k in baseline[0]} if baseline else None
     ref_cube = read_cube(tr[0])
     card = {
@@ -270,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--patch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")

@@ -46,10 +46,10 @@ class TrainConfig:
     steps: int = 2000
     batch: int = 8
     patch: int = 64  # HR patch side, a multiple of 8·scale/gcd
-    lr: float = 4e-4
+    lr: float = 2e-4
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | step | constant
-    warmup: int = 100
+    warmup: int = 200
     clip: float = 1.0
     ssim_weight: float = 0.1
     seed: int = 0

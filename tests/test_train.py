@@ -1,0 +1,96 @@
+"""The training engine: a generator that yields progress, stops cleanly, checkpoints and resumes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cofusion.cli import main
+from napari_cofusion.models import CoFusion, CoFusionConfig
+from napari_cofusion.samples import bundled_reference
+from napari_cofusion.train import Progress, TrainConfig, fusion_loss, make_scene, train
+
+SMALL = dict(width=16, depths=(1, 1, 1), top_k=4)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    ref = bundled_reference()
+    tr = make_scene(ref.with_data(np.ascontiguousarray(ref.data[:, :96, :96])), "a", {"protocol": "cave-x4"}, with_base=True)
+    tr2 = make_scene(ref.with_data(np.ascontiguousarray(ref.data[:, :96, :96])), "a-rot", {"protocol": "cave-x4"}, True, k_rot=1)
+    va = make_scene(ref.with_data(np.ascontiguousarray(ref.data[:, 64:, 64:])), "b", {"protocol": "cave-x4"}, with_base=True)
+    return [tr, tr2], [va]
+
+
+def test_loss_is_l1_plus_ssim_term():
+    x = torch.rand(2, 3, 20, 20)
+    assert float(fusion_loss(x, x)) == pytest.approx(0.0, abs=1e-6)
+    z = x + 0.1
+    assert float(fusion_loss(z, x, ssim_weight=0.0)) == pytest.approx(0.1, rel=1e-5)
+
+
+def test_dihedral_variants_are_resimulated(scenes):
+    (a, a_rot), _ = scenes
+    torch.testing.assert_close(a_rot.ref, torch.rot90(a.ref, 1, dims=(1, 2)))
+    # the LRHSI is simulated from the rotated reference, not rotated itself (the phase would move)
+    assert not torch.allclose(a_rot.lr, torch.rot90(a.lr, 1, dims=(1, 2)))
+
+
+def test_generator_yields_progress_and_improves(scenes):
+    tr, va = scenes
+    torch.manual_seed(0)
+    model = CoFusion(CoFusionConfig(base="glp-hs", dropout=0.0, **SMALL))
+    cfg = TrainConfig(steps=30, batch=4, patch=32, lr=1e-3, warmup=3, val_every=15, ckpt_every=100)
+    progress = list(train(model, tr, va, cfg))
+    assert all(isinstance(p, Progress) for p in progress)
+    assert [p.step for p in progress] == list(range(1, 31))
+    assert progress[-1].done and not progress[0].done
+    vals = [p for p in progress if p.val]
+    assert [p.step for p in vals] == [15, 30]
+    assert set(vals[0].val) >= {"psnr", "sam", "ssim", "ergas"}
+    assert progress[-1].best_val["psnr"] == max(p.val["psnr"] for p in vals)
+    assert all(np.isfinite(p.loss) for p in progress)
+    assert not model.training  # left in eval mode, ready to fuse
+
+
+def test_stop_keeps_model_usable_and_resume_continues(scenes, tmp_path):
+    tr, va = scenes
+    model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))
+    cfg = TrainConfig(steps=20, batch=2, patch=32, warmup=2, val_every=100, ckpt_every=100)
+    gen = train(model, tr, va, cfg, ckpt_dir=tmp_path / "ck")
+    for p in gen:
+        if p.step == 5:
+            break  # the GUI's Cancel: stop at the next yield
+    gen.close()
+    meta = json.loads((tmp_path / "ck" / "last.json").read_text())
+    assert meta["step"] == 5
+    out = model(tr[0].lr[None], tr[0].msi[None], tr[0].base[None])
+    assert torch.isfinite(out).all() and not model.training
+
+    model2 = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))
+    steps = [p.step for p in train(model2, tr, va, cfg, ckpt_dir=tmp_path / "ck", resume=True)]
+    assert steps == list(range(6, 21))
+
+
+def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
+    out = tmp_path / "w"
+    assert main(["train", "--data", str(shared_data / "cave"), "--train-scenes", "beads", "--crop", "64",
+                 "--steps", "4", "--batch", "2", "--patch", "32", "--no-augment", "--depths", "1", "1", "1",
+                 "--val-every", "4", "--log-every", "1", "--out", str(out)]) == 0
+    card = json.loads((tmp_path / "w.json").read_text())
+    assert card["hs_bands"] == 31 and card["ms_bands"] == 3 and card["scale"] == 4
+    assert card["protocol"] == "cave-x4" and card["training"]["steps_done"] == 4
+    assert card["training_data"]["train_scenes"] == ["beads_ms"]
+    assert "psnr" in card["validation"] and "psnr" in card["validation_glp_hs"]
+    assert len(card["hs_wavelengths_nm"]) == 31
+    # and fuse with them from the CLI
+    pair_dir = tmp_path / "pair"
+    ref = shared_data / "cave" / "paints_ms"
+    assert main(["simulate", "--ref", str(ref), "--protocol", "cave-x4", "--out-dir", str(pair_dir)]) == 0
+    assert main(["fuse", "--lr", str(pair_dir / "lr.hdr"), "--msi", str(pair_dir / "msi.hdr"), "--method", "cofusion",
+                 "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "f.tif")]) == 0
+    capsys.readouterr()
+    # wrong band count for the weights: a clear one-line error
+    assert main(["fuse", "--lr", str(pair_dir / "msi.hdr"), "--msi", str(pair_dir / "msi.hdr"), "--method", "cofusion",
+                 "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "g.tif")]) == 2
