@@ -161,3 +161,29 @@ def test_tiled_matches_full_frame_on_a_real_scene(shared_data):
     assert len(calls) > 1
     assert (full - m.upsample_lr(lr[None], msi.shape[-2:])[0]).abs().max() > 1e-3  # the model does something
     assert (full - tiled).abs().max() < 1e-4
+
+
+def test_shipped_weights_lookup_by_band_counts(tmp_path, monkeypatch):
+    from napari_cofusion.weights import find_weights, resolve_weights, shipped_weights_dir
+
+    monkeypatch.setenv("NAPARI_COFUSION_WEIGHTS", str(tmp_path))
+    cfg = CoFusionConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)
+    save_weights(CoFusion(cfg), tmp_path / "six", {"architecture": "cofusion", "config": cfg.to_json(),
+                                                   "hs_bands": 6, "ms_bands": 3, "scale": 4})
+    assert shipped_weights_dir() == tmp_path
+    assert find_weights(6, 3, 4).name == "six.safetensors"
+    assert resolve_weights("six", 6, 3, 4).name == "six.safetensors"
+    with pytest.raises(CubeError, match=r"no shipped weights for 48 HS bands.*six \(6 HS / 3 MS bands, ×4\)"):
+        find_weights(48, 3, 4)
+    with pytest.raises(CubeError, match="not found"):
+        resolve_weights("nope", 6, 3, 4)
+
+
+def test_package_sees_the_weights_folder():
+    from pathlib import Path
+
+    from napari_cofusion.weights import shipped_weights_dir
+
+    d = shipped_weights_dir()
+    assert d.is_dir() and (d / "README.md").is_file()
+    assert d.resolve() == (Path(__file__).resolve().parents[1] / "weights").resolve()

@@ -23,11 +23,12 @@ __all__ = ["save_weights", "load_weights", "shipped_weights_dir", "list_weights"
 
 
 def shipped_weights_dir() -> Path:
-    """``weights/`` at the repository root (or NAPARI_COFUSION_WEIGHTS)."""
+    """``weights/`` at the repository root, seen from the package through the symlink
+    ``napari_cofusion/weights`` (a real folder in a wheel); or NAPARI_COFUSION_WEIGHTS."""
     env = os.environ.get("NAPARI_COFUSION_WEIGHTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "weights"
+    return Path(__file__).resolve().parent / "weights"
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any], overwrite: bool = False) -> tuple[str, str]:
