@@ -224,6 +224,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gui(a: argparse.Namespace) -> int:
+    from ._widgets.launch import run
+
+    return run(a.files, None if a.sample == "none" else a.sample, a.fuse, a.screenshot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .simulate import PROTOCOLS
     from .srf import srf_presets
@@ -296,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", default="cave-x4", choices=sorted(PROTOCOLS))
     d.add_argument("--methods", nargs="+", default=["bicubic", "glp-hs"])
     d.set_defaults(func=_cmd_demo)
+
+    g = sub.add_parser("gui", help="open napari with the plugin's widgets docked and a sample or your files loaded")
+    g.add_argument("files", nargs="*", help="cubes to open through the plugin's readers (default: the sample)")
+    g.add_argument("--sample", default="cave_pair", choices=["cave_pair", "houston_pair", "none"],
+                   help="sample to load when no files are given")
+    g.add_argument("--fuse", default=None, metavar="METHOD", help="run this fusion method on the pair at once")
+    g.add_argument("--screenshot", default=None, metavar="PNG",
+                   help="save a screenshot of the window and quit (headless check under Xvfb)")
+    g.set_defaults(func=_cmd_gui)
     return p
 
 

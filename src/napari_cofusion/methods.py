@@ -72,10 +72,11 @@ def _load_plugins() -> None:
 
 def check_pair(lr: Cube, msi: Cube) -> int:
     """Validate an (LRHSI, HRMSI) pair and return the scale; the message names the problem."""
-    if lr.bands < msi.bands:
+    if lr.bands <= msi.bands:
         raise CubeError(
             f"the LRHSI '{lr.name}' has {lr.bands} bands and the HRMSI '{msi.name}' {msi.bands}: the hyperspectral "
-            "input must have more bands (are the two swapped?)"
+            "input must have more bands than the multispectral one (are the two swapped, or is the HRMSI a "
+            "hyperspectral cube?)"
         )
     scale = infer_scale(lr.shape, msi.shape)
     if scale < 2:

@@ -164,6 +164,22 @@ class Recipe:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def simulate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`simulate_pair` that apply this recipe to another reference
+        (e.g. to build fine-tuning scenes for a simulated pair). The SRF is the named preset when it
+        is one (resampled at the new reference's bands), else the stored matrix."""
+        from .srf import srf_presets
+
+        name = (self.srf or {}).get("name")
+        if name in srf_presets():
+            srf: Any = {"name": name}
+        elif self.srf_matrix is not None:
+            srf = np.asarray(self.srf_matrix, dtype=np.float64)
+        else:
+            raise CubeError(f"the recipe's SRF {name!r} is neither a preset nor stored as a matrix")
+        return {"scale": int(self.scale), "psf": dict(self.psf), "srf": srf, "snr_db": self.snr_db,
+                "snr_ms_db": self.snr_ms_db, "seed": self.seed, "phase": self.phase}
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Recipe":
         known = {f for f in cls.__dataclass_fields__}

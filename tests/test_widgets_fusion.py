@@ -1,0 +1,265 @@
+"""The Fusion dock widget in a real napari window (Xvfb): pair selection, simulation, fusion in a
+thread worker, fine-tuning with a live loss curve, Cancel, and saving the fine-tuned weights.
+
+Learned-model tests use a small CoFusion (width 16, one block per level) written to a temporary
+weights file, so they stay fast on a CPU; the widget treats it exactly like shipped weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_cofusion import metrics  # noqa: E402
+from napari_cofusion.methods import fuse  # noqa: E402
+from napari_cofusion.models import CoFusion, CoFusionConfig  # noqa: E402
+from napari_cofusion.samples import cave_pair  # noqa: E402
+from napari_cofusion.weights import load_weights, save_weights  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-cofusion"
+REF, MSI, LR = "CAVE peppers crop reference", "CAVE peppers crop HRMSI nikon-d700", "CAVE peppers crop LRHSI x4"
+WAIT_MS = 240_000
+
+
+def _small_weights(path, hs, ms, scale, seed=0, base="glp-hs"):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    cfg = CoFusionConfig(hs_bands=hs, ms_bands=ms, scale=scale, width=16, depths=(1, 1, 1), top_k=4, base=base)
+    model = CoFusion(cfg)
+    card = {"architecture": "cofusion", "config": cfg.to_json(), "hs_bands": hs, "ms_bands": ms, "scale": scale,
+            "note": "untrained test model"}
+    return save_weights(model, path, card)[0]
+
+
+def _fusion_widget(viewer):
+    from napari_cofusion._widgets.fusion import FusionWidget
+
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fusion")
+    assert isinstance(widget, FusionWidget)
+    return widget
+
+
+def _wait_idle(qtbot, widget, timeout=WAIT_MS):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------- pair
+def test_pair_guess_and_mismatch_message(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "cave_pair")
+    w = _fusion_widget(viewer)
+    # the sample's pair and reference are found without the user choosing
+    assert w.lr_combo.currentText() == LR and w.msi_combo.currentText() == MSI and w.ref_combo.currentText() == REF
+    assert w.scale == 4 and w.run_button.isEnabled()
+    assert "31 bands" in w.pair_info.text() and "×4" in w.pair_info.text()
+    # a mismatched pair: the reference (31 bands, 128²) as HRMSI for the LRHSI is refused in the widget
+    w.set_pair(LR, REF)
+    assert w.scale is None and not w.run_button.isEnabled()
+    assert w.pair_message.text()
+    # the same layer twice
+    w.set_pair(LR, LR)
+    assert "two different layers" in w.pair_message.text()
+    assert w.run_fusion() is None  # refused, no worker, a message instead
+    assert w.error_label.text()
+    w.set_pair(LR, MSI, REF)
+    assert w.scale == 4 and w.pair_message.text() == ""
+
+
+def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
+    viewer = make_napari_viewer()
+    from napari_cofusion._widgets.common import add_cube
+
+    add_cube(viewer, cave_val_ref, name="oil_painting crop")
+    w = _fusion_widget(viewer)
+    w.scale_spin.setValue(4)
+    w.psf_combo.setCurrentText("weak")
+    w.srf_combo.setCurrentText("nikon-d700")
+    lr_layer, msi_layer, ref_layer = w.simulate()
+    assert lr_layer.data.shape == (31, 32, 32) and msi_layer.data.shape == (3, 128, 128)
+    assert ref_layer.name == "oil_painting crop"
+    assert w.scale == 4 and w.ref_combo.currentText() == "oil_painting crop"
+    assert "recipe" in lr_layer.metadata
+    w.method_combo.setCurrentText("glp-hs")
+    worker = w.run_fusion()
+    assert worker is not None and not w.run_button.isEnabled() and w.cancel_button.isEnabled()
+    _wait_idle(qtbot, w)
+    out = w.last_result_layer
+    assert out is not None and out.name == "glp-hs fused" and out.rgb is False
+    assert out.data.shape == (31, 128, 128)
+    np.testing.assert_allclose(out.metadata["wavelengths"], cave_val_ref.wavelengths)
+    # the layer holds what the core gives for the same pair
+    from napari_cofusion._widgets.common import layer_cube
+
+    core = fuse(layer_cube(lr_layer), layer_cube(msi_layer), "glp-hs").cube.data
+    np.testing.assert_allclose(out.data, core, atol=1e-6)
+    assert metrics.psnr(out.data, cave_val_ref.data) > 40.0
+    # a second run does not overwrite the first result
+    _wait_idle(qtbot, w)
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    assert "glp-hs fused [1]" in viewer.layers and "glp-hs fused" in viewer.layers
+
+
+# ------------------------------------------------------------------------------- learned model
+def test_real_pair_from_shared_data_with_small_model(make_napari_viewer, qtbot, shared_data, tmp_path):
+    """The Houston 2018 HS + RGB pair opens through the reader, is fused by CoFusion weights from disk."""
+    viewer = make_napari_viewer()
+    viewer.open(str(shared_data / "houston2018" / "houston_dataset.mat"), plugin=PLUGIN)
+    w = _fusion_widget(viewer)
+    assert w.scale == 4
+    lr = w._layer(w.lr_combo)
+    assert lr.data.shape[0] == 48 and w._layer(w.msi_combo).data.shape[0] == 3
+    good = _small_weights(tmp_path / "houston_small", 48, 3, 4)
+    assert w.add_weights_path(good)
+    w.method_combo.setCurrentText("cofusion")
+    assert w.weights_combo.isEnabled()
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    out = w.last_result_layer
+    assert out is not None and out.name == "cofusion fused" and out.data.shape == (48, 512, 512)
+    assert np.isfinite(out.data).all()
+    # the .mat file has no wavelength list: the result carries the LRHSI's (none), not made-up ones
+    assert out.metadata.get("wavelengths") is None and lr.metadata.get("wavelengths") is None
+    # weights for another band count: a clear message naming what the weights expect, no new layer
+    bad = _small_weights(tmp_path / "cave_small", 31, 3, 4)
+    assert w.add_weights_path(bad, select=("run",))
+    n = len(viewer.layers)
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    assert len(viewer.layers) == n
+    msg = w.error_label.text()
+    assert "31 HS bands" in msg and "48 HS bands" in msg
+    # not a weights file at all
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    assert not w.add_weights_path(tmp_path / "junk.safetensors")
+    assert "junk" in w.error_label.text()
+
+
+def test_finetune_cancel_save_and_reuse(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "cave_pair")
+    w = _fusion_widget(viewer)
+    start = _small_weights(tmp_path / "start", 31, 3, 4)
+    w.add_weights_path(start, select=("finetune",))
+    w.patch_spin.setValue(32)
+    w.batch_spin.setValue(2)
+    w.lr_edit.setText("1e-3")
+    # a bad learning rate is a message, not a traceback
+    w.lr_edit.setText("fast")
+    assert w.start_finetune() is None and "learning rate" in w.error_label.text()
+    w.lr_edit.setText("1e-3")
+    # a long fine-tune, cancelled after a few steps
+    w.steps_spin.setValue(100_000)
+    worker = w.start_finetune()
+    assert worker is not None and w.cancel_button.isEnabled() and not w.finetune_button.isEnabled()
+    qtbot.waitUntil(lambda: len(w.loss_steps) >= 3, timeout=WAIT_MS)
+    w.cancel()
+    _wait_idle(qtbot, w)
+    done = w.finetuned_info["steps_done"]
+    assert 3 <= done < 100_000 and w.finetuned_info["stopped_early"]
+    assert len(w.loss_steps) == done and all(np.isfinite(w.loss_values))
+    # the live loss curve holds the yielded losses
+    xs, ys = w._loss_line.get_data()
+    assert list(xs) == w.loss_steps
+    # the cancelled model is usable: run it, then save and reload it
+    model = w.finetuned_model
+    assert not model.training
+    assert w.weights_combo.currentData() == "session"
+    w.method_combo.setCurrentText("cofusion")
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    out = w.last_result_layer
+    assert out.name == "cofusion fused" and out.data.shape == (31, 128, 128) and np.isfinite(out.data).all()
+    saved, card_path = w.save_weights(tmp_path / "tuned.safetensors")
+    card = json.loads(open(card_path).read())
+    assert card["hs_bands"] == 31 and card["training"]["steps_done"] == done
+    assert card["training"]["start_weights"].endswith("start.safetensors")
+    reloaded, _ = load_weights(saved)
+    import torch
+
+    for (k, a), b in zip(model.state_dict().items(), reloaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    # never overwrites
+    assert w.save_weights(tmp_path / "tuned.safetensors") is None and "exists" in w.error_label.text()
+
+
+def test_short_finetune_lowers_loss(make_napari_viewer, qtbot, tmp_path):
+    """A complete (uncancelled) fine-tune on the simulated pair's reference: the loss falls."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "cave_pair")
+    w = _fusion_widget(viewer)
+    start = _small_weights(tmp_path / "start", 31, 3, 4, base="bicubic")
+    w.add_weights_path(start, select=("finetune",))
+    w.steps_spin.setValue(30)
+    w.patch_spin.setValue(32)
+    w.batch_spin.setValue(4)
+    w.lr_edit.setText("2e-3")
+    w.start_finetune()
+    _wait_idle(qtbot, w)
+    assert w.finetuned_info["steps_done"] == 30 and not w.finetuned_info["stopped_early"]
+    first, last = np.mean(w.loss_values[:5]), np.mean(w.loss_values[-5:])
+    assert last < 0.8 * first, (first, last)
+    assert "finished after 30 steps" in w.status_label.text()
+
+
+def test_fusion_cancel(make_napari_viewer, qtbot, tmp_path):
+    """Cancel during a tiled CoFusion run stops it at the next tile and adds no layer."""
+    viewer = make_napari_viewer()
+    lr, msi, ref = cave_pair("cave-x4")
+    from napari_cofusion._widgets.common import add_cube
+
+    big_ref = ref.with_data(np.tile(ref.data, (1, 4, 4)))  # 512² so that inference is tiled
+    from napari_cofusion.simulate import simulate_pair
+
+    pair = simulate_pair(big_ref, protocol="cave-x4")
+    add_cube(viewer, pair.lr)
+    add_cube(viewer, pair.msi)
+    w = _fusion_widget(viewer)
+    w.add_weights_path(_small_weights(tmp_path / "small", 31, 3, 4), select=("run",))
+    w.method_combo.setCurrentText("cofusion")
+    n = len(viewer.layers)
+    # the widget's own worker start, with small tiles so that there are many progress reports
+    from napari_cofusion._widgets.common import layer_cube
+    from napari_cofusion._widgets.fusion import fusion_job
+
+    job = fusion_job(layer_cube(w._layer(w.lr_combo)), layer_cube(w._layer(w.msi_combo)), "cofusion",
+                     {"weights": str(tmp_path / "small.safetensors"), "tile": 64, "overlap": 32}, w._cancel)
+    worker = w._start(job, "fusion", "cofusion fusion", 1)
+    assert worker is not None
+    qtbot.waitUntil(lambda: w.progress_bar.value() >= 1 and w.progress_bar.maximum() > 4, timeout=WAIT_MS)
+    w.cancel()
+    _wait_idle(qtbot, w)
+    assert len(viewer.layers) == n
+    assert "cancelled" in w.status_label.text()
+
+
+# ------------------------------------------------------------------------------- the main command
+def test_gui_command_headless_screenshot(tmp_path, capsys):
+    """``napari-cofusion gui --fuse glp-hs --screenshot PNG``: the README's GUI command in its
+    headless form opens the window with the widgets docked and the sample, fuses, shows the
+    composite, the SAM map and spectra, and saves a screenshot that is not blank."""
+    from imageio.v3 import imread
+
+    from napari_cofusion.cli import main
+
+    out = tmp_path / "window.png"
+    assert main(["gui", "--fuse", "glp-hs", "--screenshot", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in (REF, MSI, LR, "glp-hs fused", "glp-hs fused pseudo-colour", f"SAM glp-hs fused vs {REF}"):
+        assert name in text
+    shot = imread(out)
+    assert shot.shape[0] > 500 and shot.shape[1] > 1000
+    assert float(np.std(shot[..., :3])) > 20.0
+    # the canvas part (left of the docks, right of the layer list) holds the drawn images, not a flat colour
+    h, w = shot.shape[:2]
+    canvas = shot[h // 4: 3 * h // 4, int(0.3 * w): int(0.65 * w), :3]
+    assert float(np.std(canvas)) > 10.0
+    # refuses to overwrite, with a one-line error
+    assert main(["gui", "--sample", "none", "--screenshot", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
