@@ -696,9 +696,9 @@ class FusionWidget(QWidget):
             done, total = item
             self.progress_bar.setRange(0, max(total, 1))
             self.progress_bar.setValue(done)
-            self._napari_progress(done, total)
             if self._job_kind == "fusion" and total > 1:
                 self._status(f"{self._job.get('desc', 'fusing')}: tile {done}/{total}")
+            self._napari_progress(done, total)  # last (see below)
             return
         # a train.Progress
         self.loss_steps.append(int(item.step))
@@ -708,9 +708,11 @@ class FusionWidget(QWidget):
         self._job["seconds"] = round(float(item.elapsed), 1)
         self.progress_bar.setRange(0, max(int(item.total), 1))
         self.progress_bar.setValue(int(item.step))
-        self._napari_progress(int(item.step), int(item.total))
         self._status(f"step {item.step}/{item.total} · loss {item.loss:.5f} · lr {item.lr:.2e} · {item.elapsed:.0f} s")
         self._redraw_loss()
+        # last: napari's progress bar may process events, running a queued ``finished`` slot
+        # inside this one; nothing here may overwrite what that slot shows
+        self._napari_progress(int(item.step), int(item.total))
 
     def _on_returned(self, result: Any) -> None:
         if self._job_kind != "fusion" or result is None or self._cancel.is_set():
