@@ -185,6 +185,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(f"[train] CoFusion {model.n_params():,} parameters; {tcfg}", flush=True)
     last = None
     loop = train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume)
+    _sigterm_as_interrupt()
     try:
         for prog in loop:
             last = prog
@@ -221,6 +222,125 @@ def _cmd_train(a: argparse.Namespace) -> int:
         v = card["validation"]
         print(f"[train] best validation: PSNR {v['psnr']:.3f} SAM {v['sam']:.3f} (glp-hs: PSNR "
               f"{base_mean['psnr']:.3f} SAM {base_mean['sam']:.3f})" if base_mean else "", flush=True)
+    return 0
+
+
+def _sigterm_as_interrupt() -> None:
+    """Let SIGTERM (and SIGINT, which a background job started by a script ignores) stop a long
+    run like Ctrl-C does, so that it still writes its weights."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+
+def _auto(v: str | None) -> str | None:
+    return None if v in (None, "", "auto", "estimate") else v
+
+
+def _cmd_estimate(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .estimate import estimate_degradation
+    from .io import read_cube, write_json
+
+    lr, msi = read_cube(a.lr), read_cube(a.msi)
+    deg = estimate_degradation(lr, msi, psf=_auto(a.psf), srf=_auto(a.srf), free_kernel=a.free_kernel)
+    print(deg.describe())
+    np.set_printoptions(precision=4, suppress=True, linewidth=120)
+    print("SRF (rows: MSI bands, columns: HS bands):")
+    print(deg.srf)
+    if a.json:
+        write_json(deg.to_json(), Path(a.json), overwrite=a.overwrite)
+        print(f"wrote {a.json}")
+    return 0
+
+
+def _cmd_finetune(a: argparse.Namespace) -> int:
+    from .io import read_cube
+    from .selfsup import DEFAULT_STEPS, adapt_model, finetune_scene
+    from .train import TrainConfig, set_threads
+    from .weights import load_weights, resolve_weights, save_weights
+
+    out = Path(a.out_weights).with_suffix(".safetensors")
+    if (out.exists() or out.with_suffix(".json").exists()) and not a.overwrite:
+        raise CubeError(f"{out}: already exists; choose another name or pass --overwrite")
+    if not out.parent.is_dir():
+        raise CubeError(f"{out.parent}: folder not found")
+    threads = set_threads(a.threads)
+    lr, msi = read_cube(a.lr), read_cube(a.msi)
+    from .methods import check_pair
+
+    scale = check_pair(lr, msi)
+    start, start_name = None, "new model"
+    if a.weights != "new":
+        try:
+            path = resolve_weights(a.weights, lr.bands, msi.bands, scale)
+        except CubeError:
+            if a.weights:
+                raise
+            path = None  # no shipped weights for these band counts: any shipped CoFusion body, else new
+            from .weights import list_weights
+
+            shipped = list_weights()
+            if shipped:
+                path = shipped[0]
+        if path is not None:
+            start, _card = load_weights(path)
+            start_name = str(path)
+    steps = a.steps or DEFAULT_STEPS
+    model, info = adapt_model(start, lr.bands, msi.bands, scale)
+    print(f"[finetune] {lr.name}: {lr.bands} bands {lr.shape[1]}×{lr.shape[2]}; {msi.name}: {msi.bands} bands "
+          f"{msi.shape[1]}×{msi.shape[2]}; ×{scale}; {threads} threads", flush=True)
+    print(f"[finetune] start: {start_name} ({info['mode']}"
+          + (f", {len(info['reinitialised'])} band-count layers re-initialised" if info["reinitialised"] else "") + ")",
+          flush=True)
+    cfg = TrainConfig(steps=steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, warmup=max(1, min(50, steps // 10)),
+                      val_every=steps + 1, ckpt_every=steps + 1, seed=a.seed)
+    report: dict[str, Any] = {}
+    last = None
+    loop = finetune_scene(model, lr, msi, cfg, psf=_auto(a.psf), srf=_auto(a.srf), consistency=a.consistency,
+                          report=report)
+    _sigterm_as_interrupt()
+    try:
+        for item in loop:
+            if isinstance(item, str):
+                print(f"[finetune] {item}", flush=True)
+                continue
+            last = item
+            if item.step % max(a.log_every, 1) == 0 or item.done:
+                print(f"[finetune] step {item.step}/{item.total} loss {item.loss:.5f} lr {item.lr:.2e} "
+                      f"{item.elapsed:.0f} s", flush=True)
+    except KeyboardInterrupt:
+        loop.close()
+        print(f"[finetune] stopped at step {last.step if last else 0}", flush=True)
+    deg = report.get("degradation")
+    if deg is None or last is None:
+        raise CubeError("stopped before the first step: no weights written")
+    card = {
+        "architecture": "cofusion", "config": model.cfg.to_json(),
+        "hs_bands": lr.bands, "hs_wavelengths_nm": None if lr.wavelengths is None else lr.wavelengths.tolist(),
+        "ms_bands": msi.bands, "srf": deg["srf"], "scale": scale, "psf": deg["psf"], "protocol": None,
+        "degradation": deg,
+        "training_mode": "scene-only: reduced-resolution self-supervised fine-tune (napari-cofusion finetune)",
+        "training_data": {"lr": str(a.lr), "msi": str(a.msi)},
+        "training": {"start_weights": start_name, "start_mode": info["mode"],
+                     "reinitialised": info["reinitialised"], "steps": steps, "steps_done": last.step,
+                     "seconds": round(last.elapsed, 1), "lr": a.learning_rate, "batch": a.batch,
+                     "patch": report.get("patch"), "consistency": a.consistency, "threads": threads, "device": "cpu",
+                     "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
+    }
+    paths = save_weights(model, out, card, overwrite=a.overwrite)
+    print(f"[finetune] reduced-resolution L1 {report.get('reduced_before', float('nan')):.5f} -> "
+          f"{report.get('reduced_after', float('nan')):.5f}", flush=True)
+    print(f"[finetune] wrote {paths[0]} and {paths[1]}; fuse with: napari-cofusion fuse --lr {a.lr} --msi {a.msi} "
+          f"--method cofusion --weights {paths[0]} --out FUSED", flush=True)
     return 0
 
 
@@ -302,6 +422,38 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", default="cave-x4", choices=sorted(PROTOCOLS))
     d.add_argument("--methods", nargs="+", default=["bicubic", "glp-hs"])
     d.set_defaults(func=_cmd_demo)
+
+    es = sub.add_parser("estimate", help="estimate the PSF (Gaussian sigma, phase) and the SRF from an LRHSI/HRMSI pair")
+    es.add_argument("--lr", required=True)
+    es.add_argument("--msi", required=True)
+    es.add_argument("--psf", default="auto", help="auto (estimate) or a PSF preset to fix it")
+    es.add_argument("--srf", default="auto", help=f"auto (estimate) or {' | '.join(srf_presets())} | a file")
+    es.add_argument("--free-kernel", type=int, default=None, metavar="SIZE", help="refine into a free SIZE×SIZE kernel")
+    es.add_argument("--json", default=None, help="write the estimates (kernel, SRF matrix, ...) to this JSON file")
+    es.add_argument("--overwrite", action="store_true")
+    es.set_defaults(func=_cmd_estimate)
+
+    ft = sub.add_parser("finetune", help="fine-tune CoFusion on a pair with no reference (self-supervised)")
+    ft.add_argument("--lr", required=True)
+    ft.add_argument("--msi", required=True)
+    ft.add_argument("--weights", default=None,
+                    help="starting weights: a name in weights/ or a path (default: the shipped weights matching the "
+                         "band counts, else a shipped model's body with the band-count layers re-initialised, else "
+                         "a new model); 'new' for a new model")
+    ft.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
+    ft.add_argument("--batch", type=int, default=4)
+    ft.add_argument("--patch", type=int, default=32, help="patch side on the reduced-resolution HR grid")
+    ft.add_argument("--learning-rate", type=float, default=2e-4)
+    ft.add_argument("--psf", default="auto", help="auto (estimate from the pair) or a PSF preset")
+    ft.add_argument("--srf", default="auto", help="auto (estimate from the pair) or an SRF preset / file")
+    ft.add_argument("--consistency", type=float, default=0.0,
+                    help="weight of the full-resolution consistency losses (re-degraded output vs the inputs)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--threads", type=int, default=None)
+    ft.add_argument("--log-every", type=int, default=10)
+    ft.add_argument("--out-weights", required=True, help="NAME.safetensors (+ NAME.json card) to write")
+    ft.add_argument("--overwrite", action="store_true")
+    ft.set_defaults(func=_cmd_finetune)
 
     g = sub.add_parser("gui", help="open napari with the plugin's widgets docked and a sample or your files loaded")
     g.add_argument("files", nargs="*", help="cubes to open through the plugin's readers (default: the sample)")

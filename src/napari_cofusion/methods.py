@@ -39,6 +39,9 @@ class FusionMethod:
     run: Callable[..., np.ndarray]
     needs_weights: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``defaults(lr, msi, scale, options) -> {"psf": ..., "phase": ...}``: the degradations to
+    #: assume when neither the call nor the LRHSI's recipe gives them (e.g. the weights card's)
+    defaults: Callable[..., dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, FusionMethod] = {}
@@ -167,6 +170,10 @@ def fuse(
     m = get_method(method)
     scale = check_pair(lr, msi)
     recipe = lr.meta.get("recipe") or {}
+    if m.defaults is not None and (psf is None or phase is None) and not recipe:
+        d = m.defaults(lr, msi, scale, options)
+        psf = d.get("psf") if psf is None else psf
+        phase = d.get("phase") if phase is None else phase
     if psf is None:
         psf = recipe.get("psf", "weak")
     if phase is None:

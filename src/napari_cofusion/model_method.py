@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -72,4 +73,23 @@ def _cofusion(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, p
     return run_model(model, lr, msi, scale, kernel, phase, tile=tile, overlap=overlap, progress=progress)
 
 
-register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion, needs_weights=True))
+def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The PSF and phase the weights were trained for (a scene fine-tune stores its estimates in
+    the card), used when the pair carries no recipe."""
+    model = options.get("model")
+    if model is not None:
+        return {"phase": getattr(model.cfg, "phase", None), "psf": getattr(model, "psf", None)}
+    try:
+        path = resolve_weights(options.get("weights"), lr.bands, msi.bands, scale)
+        card = json.loads(path.with_suffix(".json").read_text())
+    except (CubeError, OSError, ValueError):
+        return {}
+    psf = card.get("psf")
+    if isinstance(psf, str):
+        psf = {"kind": psf}
+    return {"psf": psf if isinstance(psf, dict) and psf.get("kind") else None,
+            "phase": (card.get("config") or {}).get("phase")}
+
+
+register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion,
+                      needs_weights=True, defaults=_defaults))

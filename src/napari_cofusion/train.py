@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -214,12 +214,14 @@ def train(
     ckpt_dir: str | os.PathLike | None = None,
     resume: bool = False,
     best_path: str | os.PathLike | None = None,
+    extra_loss: Callable[[CoFusion], torch.Tensor] | None = None,
 ) -> Iterator[Progress]:
     """Train ``model`` in place, yielding a :class:`Progress` after every step.
 
     With ``ckpt_dir`` a checkpoint is written every ``ckpt_every`` steps and when the loop is
     stopped; ``resume`` continues from it. The best validation state (by PSNR) is kept in memory
-    and loaded into the model at the end (or when stopped).
+    and loaded into the model at the end (or when stopped). ``extra_loss(model)``, when given,
+    is added to every step's loss (e.g. the scene fine-tune's consistency terms).
     """
     cfg = cfg or TrainConfig()
     if not train_scenes:
@@ -254,6 +256,8 @@ def train(
             lr_b, ms_b, ref_b, base_b = _sample_batch(train_scenes, cfg.batch, cfg.patch, g)
             out = model(lr_b, ms_b, base_b)
             loss = fusion_loss(out, ref_b, cfg.ssim_weight)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
             if not torch.isfinite(loss):
                 raise CubeError(f"training diverged at step {step} (loss {float(loss)}); lower the learning rate")
             opt.zero_grad(set_to_none=True)
