@@ -239,6 +239,47 @@ def test_fusion_cancel(make_napari_viewer, qtbot, tmp_path):
     assert "cancelled" in w.status_label.text()
 
 
+def test_scene_only_finetune_on_real_pair(make_napari_viewer, qtbot, shared_data, tmp_path):
+    """No reference layer: the PSF/SRF are estimated from the Houston pair, starting weights for
+    another band count are adapted, the fine-tuned model fuses the pair and saves with its estimates."""
+    viewer = make_napari_viewer()
+    viewer.open(str(shared_data / "houston2018" / "houston_dataset.mat"), plugin=PLUGIN)
+    w = _fusion_widget(viewer)
+    assert w.ref_combo.currentText() == "(none)" and w.scale == 4
+    w.estimate_degradations()
+    _wait_idle(qtbot, w)
+    deg = w.degradation
+    assert deg is not None and deg.srf.shape == (3, 48) and 0.2 < deg.sigma < 3.6
+    assert not w.deg_canvas.isHidden() and "phase" in w.status_label.text()
+    start = _small_weights(tmp_path / "cave_small", 31, 3, 4)
+    w.add_weights_path(start, select=("finetune",))
+    w.steps_spin.setValue(4)
+    w.patch_spin.setValue(16)
+    w.batch_spin.setValue(2)
+    w.lr_edit.setText("1e-3")
+    assert w.start_finetune() is not None
+    _wait_idle(qtbot, w)
+    info = w.finetuned_info
+    assert info["steps_done"] == 4 and "re-initialised" in info["start_weights"]
+    assert info["degradation"]["sigma"] == pytest.approx(deg.sigma)  # the estimate was reused
+    assert info["reduced_l1_after"] is not None
+    model = w.finetuned_model
+    assert model.cfg.hs_bands == 48 and model.psf["kind"] == "gaussian"
+    w.method_combo.setCurrentText("cofusion")
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    out = w.last_result_layer
+    assert out.name == "cofusion fused" and out.data.shape == (48, 512, 512) and np.isfinite(out.data).all()
+    saved, card_path = w.save_weights(tmp_path / "houston_tuned")
+    card = json.loads(open(card_path).read())
+    assert card["psf"]["kind"] == "gaussian" and np.asarray(card["srf"]["matrix"]).shape == (3, 48)
+    # a preset instead of the estimate
+    w.ft_psf_combo.setCurrentText("wald")
+    w.estimate_degradations()
+    _wait_idle(qtbot, w)
+    assert not w.degradation.psf_estimated and w.degradation.srf_estimated
+
+
 # ------------------------------------------------------------------------------- the main command
 def test_gui_command_headless_screenshot(tmp_path, capsys):
     """``napari-cofusion gui --fuse glp-hs --screenshot PNG``: the README's GUI command in its

@@ -54,6 +54,7 @@ W_SHIPPED = "(matching shipped weights)"
 W_BROWSE = "Browse…"
 W_SESSION = "(fine-tuned in this session)"
 W_NEW = "(new model)"
+EST = "estimate from the pair"
 ERROR_STYLE = "color: #ff5c5c;"
 NOTE_STYLE = "color: #e3b617;"
 
@@ -131,13 +132,15 @@ def fusion_job(lr: Cube, msi: Cube, method: str, options: dict[str, Any], cancel
 
 def finetune_job(model: Any, reference: Cube | None, recipe: dict[str, Any] | None, cfg: Any,
                  variants: Sequence[tuple[int, bool]] = DIHEDRAL_VARIANTS,
-                 lr: Cube | None = None, msi: Cube | None = None) -> Iterator[Any]:
+                 lr: Cube | None = None, msi: Cube | None = None,
+                 scene_options: dict[str, Any] | None = None) -> Iterator[Any]:
     """Fine-tune ``model`` in place; yields status strings while the scenes are prepared, then
     the :class:`~napari_cofusion.train.Progress` of every step.
 
     With a ``reference``: training scenes are the dihedral ``variants`` of the reference simulated
     with ``recipe`` (``simulate_pair`` keyword arguments) and ``train.train`` runs on them. Without
-    one: ``napari_cofusion.selfsup.finetune_scene(model, lr, msi, cfg)`` (scene-only fine-tuning).
+    one: ``napari_cofusion.selfsup.finetune_scene(model, lr, msi, cfg, **scene_options)`` (scene-only
+    fine-tuning: degradations estimated from the pair, reduced-resolution training).
     Closing the generator (Cancel) closes the training loop, which leaves the model usable.
     """
     from .. import train as trainmod
@@ -162,12 +165,26 @@ def finetune_job(model: Any, reference: Cube | None, recipe: dict[str, Any] | No
         else:
             selfsup = importlib.import_module("napari_cofusion.selfsup")
             yield "scene-only fine-tuning"
-            loop = selfsup.finetune_scene(model, lr, msi, cfg)
+            loop = selfsup.finetune_scene(model, lr, msi, cfg, **(scene_options or {}))
         try:
             yield from loop
         finally:
             loop.close()
     except Exception as exc:  # GeneratorExit (close) is not an Exception and passes through
+        err = _job_error(exc)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def estimate_job(lr: Cube, msi: Cube, psf: str | None, srf: str | None) -> Iterator[Any]:
+    """Estimate the pair's degradations (``estimate.estimate_degradation``); returns them."""
+    from ..estimate import estimate_degradation
+
+    yield "estimating the PSF and the SRF from the pair"
+    try:
+        return estimate_degradation(lr, msi, psf=psf, srf=srf)
+    except Exception as exc:
         err = _job_error(exc)
         if err is exc:
             raise
@@ -255,6 +272,9 @@ class FusionWidget(QWidget):
         self._cancel = threading.Event()
         self._pbar = None
         self._job: dict[str, Any] = {}
+        self._job_report: dict[str, Any] | None = None
+        self._degradation_key: tuple | None = None
+        self.degradation_report: dict[str, Any] | None = None
         self._build_ui()
         ev = self.viewer.layers.events
         ev.inserted.connect(self._on_inserted)
@@ -355,8 +375,23 @@ class FusionWidget(QWidget):
         f.addRow("Learning rate", self.lr_edit)
         f.addRow("Patch", self.patch_spin)
         f.addRow("Batch", self.batch_spin)
-        f.addRow(buttons)
+        # without a reference layer: degradations estimated from the pair, or presets
+        self.ft_psf_combo = QComboBox()
+        self.ft_psf_combo.addItems([EST, "weak", "wald"])
+        self.ft_psf_combo.setToolTip("PSF for scene-only fine-tuning (no reference): estimated from the pair or a preset")
+        self.ft_srf_combo = QComboBox()
+        self.ft_srf_combo.addItems([EST, *srf_presets()])
+        self.ft_srf_combo.setToolTip("SRF for scene-only fine-tuning (no reference): estimated from the pair or a preset")
+        self.estimate_button = QPushButton("Estimate PSF / SRF")
+        self.estimate_button.setToolTip("Estimate the blur, decimation phase and spectral response from the pair alone")
+        self.estimate_button.clicked.connect(self.estimate_degradations)
+        f.addRow("PSF (no ref.)", self.ft_psf_combo)
+        f.addRow("SRF (no ref.)", self.ft_srf_combo)
+        f.addRow(self.estimate_button)
         self._build_loss_plot()
+        self._build_degradation_plot()
+        f.addRow(self.deg_canvas)
+        f.addRow(buttons)
         f.addRow(self.loss_canvas)
         root.addWidget(ft)
 
@@ -393,6 +428,7 @@ class FusionWidget(QWidget):
             fg, bg = theme.text.as_hex(), theme.background.as_hex()
         except Exception:  # noqa: BLE001 - colours are cosmetic
             pass
+        self._plot_colours = (fg, bg)
         fig = Figure(figsize=(3.2, 2.0), tight_layout=True, facecolor=bg)
         ax = fig.add_subplot(111)
         ax.set_facecolor(bg)
@@ -407,6 +443,42 @@ class FusionWidget(QWidget):
         self.loss_canvas = FigureCanvasQTAgg(fig)
         self.loss_canvas.setMinimumHeight(150)
         self.loss_canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def _build_degradation_plot(self) -> None:
+        """Two small axes: the SRF rows against wavelength, and the PSF kernel."""
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(3.2, 1.8), tight_layout=True, facecolor=self._plot_colours[1])
+        self._deg_axes = (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2))
+        self.deg_canvas = FigureCanvasQTAgg(fig)
+        self.deg_canvas.setMinimumHeight(130)
+        self.deg_canvas.setVisible(False)
+        self.degradation = None
+
+    def _draw_degradation(self) -> None:
+        deg = self.degradation
+        fg, bg = self._plot_colours
+        ax_r, ax_k = self._deg_axes
+        for ax in (ax_r, ax_k):
+            ax.clear()
+            ax.set_facecolor(bg)
+            ax.tick_params(colors=fg, labelsize=6)
+            for sp in ax.spines.values():
+                sp.set_color(fg)
+        wl = deg.hs_wavelengths
+        x = np.asarray(wl) if wl is not None else np.arange(deg.srf.shape[1])
+        for i, row in enumerate(deg.srf):
+            ax_r.plot(x, row, lw=1.0, label=f"MS {i}")
+        ax_r.set_xlabel("wavelength (nm)" if wl is not None else "HS band", color=fg, fontsize=7)
+        ax_r.set_title("SRF" + (" (estimated)" if deg.srf_estimated else ""), color=fg, fontsize=7)
+        ax_k.imshow(deg.kernel, cmap="magma")
+        ax_k.set_xticks([])
+        ax_k.set_yticks([])
+        title = f"PSF σ {deg.sigma:.2f}" if deg.sigma is not None else "PSF"
+        ax_k.set_title(title + f", phase {deg.phase}", color=fg, fontsize=7)
+        self.deg_canvas.setVisible(True)
+        self.deg_canvas.draw_idle()
 
     def _redraw_loss(self) -> None:
         self._loss_line.set_data(self.loss_steps, [max(v, 1e-8) for v in self.loss_values])
@@ -537,6 +609,7 @@ class FusionWidget(QWidget):
         busy = self.busy
         self.run_button.setEnabled(self.pair_valid and not busy)
         self.finetune_button.setEnabled(not busy)
+        self.estimate_button.setEnabled(self.pair_valid and not busy)
         self.simulate_button.setEnabled(not busy)
         self.save_button.setEnabled(self.finetuned_model is not None and not busy)
         self.cancel_button.setEnabled(busy)
@@ -715,6 +788,12 @@ class FusionWidget(QWidget):
         self._napari_progress(int(item.step), int(item.total))
 
     def _on_returned(self, result: Any) -> None:
+        if self._job_kind == "estimate" and result is not None:
+            self.degradation = result
+            self._degradation_key = self._job.get("key")
+            self._status(result.describe())
+            self._draw_degradation()
+            return
         if self._job_kind != "fusion" or result is None or self._cancel.is_set():
             return
         try:
@@ -731,7 +810,7 @@ class FusionWidget(QWidget):
         self._job_error = True
         if isinstance(exc, _Cancelled):
             return
-        what = "fusion" if self._job_kind == "fusion" else "fine-tuning"
+        what = {"fusion": "fusion", "estimate": "estimating the degradations"}.get(self._job_kind, "fine-tuning")
         self._fail(f"{what} failed: {exc}")
 
     def _on_finished(self) -> None:
@@ -888,6 +967,57 @@ class FusionWidget(QWidget):
                             f"this scene has {hs} HS bands, {ms} MS bands at ×{scale} (choose {W_NEW})")
         return model, str(path)
 
+    def _scene_degradation_choice(self) -> tuple[str | None, str | None]:
+        psf = self.ft_psf_combo.currentText()
+        srf = self.ft_srf_combo.currentText()
+        return (None if psf == EST else psf), (None if srf == EST else srf)
+
+    def _scene_key(self, psf: str | None, srf: str | None) -> tuple:
+        return (_key(self._layer(self.lr_combo)), _key(self._layer(self.msi_combo)), psf, srf)
+
+    def _scene_model(self, hs: int, ms: int, scale: int) -> tuple[Any, str]:
+        """The model for a scene-only fine-tune: the chosen starting weights, adapted when their band
+        counts differ (body kept, band-count layers re-initialised), or a new model."""
+        from ..selfsup import adapt_model
+
+        kind, value = self._weights_choice(self.ft_weights_combo)
+        start, origin = None, "new model"
+        if kind == "session":
+            start, origin = value, "fine-tuned in this session"
+        elif kind == "path":
+            start, _card = wmod.load_weights(value)
+            origin = str(value)
+        elif kind == "shipped":
+            try:
+                path = wmod.find_weights(hs, ms, scale)
+            except CubeError:
+                shipped = wmod.list_weights()
+                path = shipped[0] if shipped else None
+            if path is not None:
+                start, _card = wmod.load_weights(path)
+                origin = str(path)
+        model, info = adapt_model(start, hs, ms, scale)
+        if info["mode"] == "adapted":
+            origin += f" (body kept, {len(info['reinitialised'])} band-count tensors re-initialised)"
+        return model, origin
+
+    def estimate_degradations(self) -> Any:
+        """Estimate the pair's PSF and SRF (or apply the chosen presets) in a worker; the result is
+        shown in the plot under the button and reused by the next scene-only fine-tune."""
+        if self.busy:
+            return None
+        if not self.pair_valid:
+            self._fail(self.pair_message.text() or "select an LRHSI and an HRMSI layer first")
+            return None
+        try:
+            lr, msi = layer_cube(self._layer(self.lr_combo)), layer_cube(self._layer(self.msi_combo))
+        except CubeError as exc:
+            self._fail(str(exc))
+            return None
+        psf, srf = self._scene_degradation_choice()
+        self._job = {"desc": "estimating the degradations", "key": self._scene_key(psf, srf)}
+        return self._start(estimate_job(lr, msi, psf, srf), "estimate", "PSF / SRF estimation", 1)
+
     def start_finetune(self) -> Any:
         """Fine-tune CoFusion on the scene in a worker; returns the worker (or None)."""
         if self.busy:
@@ -919,21 +1049,23 @@ class FusionWidget(QWidget):
                 hs_wl = ref.wavelengths
             else:
                 if not selfsup_available():
-                    raise CubeError(
-                        "Scene-only (no-reference) fine-tuning is not available yet: select a reference layer "
-                        "(the high-resolution truth) in the Pair group, or simulate a pair from one."
-                    )
+                    raise CubeError("scene-only fine-tuning (napari_cofusion.selfsup) is not installed")
                 if not self.pair_valid:
                     raise CubeError(self.pair_message.text() or "select an LRHSI and an HRMSI layer first")
                 lr, msi = layer_cube(lr_layer), layer_cube(msi_layer)
-                rec = lr.meta.get("recipe")
-                if rec:
-                    recipe = Recipe.from_json(dict(rec)).simulate_kwargs()
                 cfg.patch = self._patch_for(cfg.patch, int(self.scale))
-                model, origin = self._model_for(lr.bands, msi.bands, int(self.scale), recipe.get("phase"))
-                job = finetune_job(model, None, None, cfg, lr=lr, msi=msi)
-                source = {"scene": [lr_layer.name, msi_layer.name], "mode": "scene-only (selfsup.finetune_scene)"}
+                model, origin = self._scene_model(lr.bands, msi.bands, int(self.scale))
+                psf, srf = self._scene_degradation_choice()
+                report: dict[str, Any] = {}
+                options = {"psf": psf, "srf": srf, "report": report}
+                if self.degradation is not None and self._degradation_key == self._scene_key(psf, srf):
+                    options["degradation"] = self.degradation  # already estimated for this pair
+                job = finetune_job(model, None, None, cfg, lr=lr, msi=msi, scene_options=options)
+                source = {"scene": [lr_layer.name, msi_layer.name],
+                          "mode": "scene-only: reduced-resolution self-supervised fine-tune",
+                          "psf_choice": psf or "estimated", "srf_choice": srf or "estimated"}
                 hs_wl = lr.wavelengths
+                self._job_report = report
         except CubeError as exc:
             self._fail(str(exc))
             return None
@@ -947,6 +1079,8 @@ class FusionWidget(QWidget):
             "srf": _recipe_json(recipe).get("srf"),
             "started": time.time(),
         }
+        if ref_layer is not None:
+            self._job_report = None
         self._status(f"fine-tuning ({origin}) for {cfg.steps} steps…")
         worker = self._start(job, "finetune", "CoFusion fine-tuning", cfg.steps)
         self.finetune_worker = worker
@@ -961,6 +1095,14 @@ class FusionWidget(QWidget):
             return
         model, cfg = ft["model"], ft["cfg"]
         model.eval()
+        report = self._job_report or {}
+        deg = report.get("degradation")
+        if deg is not None:  # scene-only: the degradations it trained with go with the model
+            ft["psf"], ft["srf"] = deg["psf"], deg["srf"]
+            model.psf = deg["psf"]
+            ft["source"] = {**ft["source"], "degradation": deg, "reduced_l1_before": report.get("reduced_before"),
+                            "reduced_l1_after": report.get("reduced_after")}
+            self.degradation_report = report
         self.finetuned_model = model
         self.finetuned_info = {
             "start_weights": ft["origin"], **ft["source"], "steps": cfg.steps, "steps_done": done,
