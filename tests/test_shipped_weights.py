@@ -1,0 +1,71 @@
+"""The shipped CoFusion weights load (no unpickling), fuse from the CLI with automatic selection,
+and give the validation metrics their card reports on the CAVE validation scenes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_cofusion.weights import list_weights, load_weights, shipped_weights_dir
+
+CARD = shipped_weights_dir() / "cofusion_cave_x4.json"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not CARD.is_file():
+        pytest.skip("no shipped cave-x4 weights in weights/")
+    model, card = load_weights(CARD.with_suffix(".safetensors"))
+    return model, card
+
+
+def test_card_describes_the_weights(shipped):
+    model, card = shipped
+    assert card["hs_bands"] == 31 and card["ms_bands"] == 3 and card["scale"] == 4
+    assert card["protocol"] == "cave-x4" and card["srf"] == "nikon-d700"
+    assert card["n_params"] == model.n_params() == 4_972_767
+    assert card["training"]["steps_done"] > 0 and card["training"]["seconds"] > 0
+    assert {"psnr", "sam", "ergas", "ssim"} <= set(card["validation"]) and card["validation_glp_hs"]
+    assert CARD.with_suffix(".safetensors") in list_weights()
+
+
+def test_validation_metrics_match_the_card(shipped, shared_data):
+    """Whole validation scenes, as the training loop validated them."""
+    from napari_cofusion.io import read_cube
+    from napari_cofusion.train import make_scene, set_threads, validate
+
+    model, card = shipped
+    set_threads(None)
+    scenes = [make_scene(read_cube(shared_data / "cave" / name), name, {"protocol": card["protocol"]},
+                         with_base=model.cfg.base == "glp-hs") for name in card["training_data"]["val_scenes"]]
+    got = validate(model, scenes)
+    want = card["validation"]
+    assert got["psnr"] == pytest.approx(want["psnr"], abs=0.01)
+    assert got["sam"] == pytest.approx(want["sam"], abs=0.005)
+    assert got["ergas"] == pytest.approx(want["ergas"], abs=0.005)
+
+
+def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, capsys):
+    from napari_cofusion.cli import main
+
+    ref = shared_data / "cave" / "paints_ms"
+    pair = tmp_path / "pair"
+    assert main(["simulate", "--ref", str(ref), "--protocol", "cave-x4", "--out-dir", str(pair)]) == 0
+    out = tmp_path / "fused.hdr"
+    assert main(["fuse", "--lr", str(pair / "lr.hdr"), "--msi", str(pair / "msi.hdr"), "--method", "cofusion",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--fused", str(out), "--ref", str(pair / "ref.hdr"), "--scale", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["psnr"] > 45.0 and np.isfinite(res["sam"])
+    # a 48-band pair: the message says what the shipped weights expect
+    lr = np.random.default_rng(0).random((48, 16, 16)).astype(np.float32)
+    msi = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "lr48.npy", lr)
+    np.save(tmp_path / "msi3.npy", msi)
+    assert main(["fuse", "--lr", str(tmp_path / "lr48.npy"), "--msi", str(tmp_path / "msi3.npy"), "--method", "cofusion",
+                 "--weights", "cofusion_cave_x4", "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "31 HS bands" in err and "48 HS bands" in err
