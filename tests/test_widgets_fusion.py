@@ -167,6 +167,7 @@ def test_finetune_cancel_save_and_reuse(make_napari_viewer, qtbot, tmp_path):
     # the live loss curve holds the yielded losses
     xs, ys = w._loss_line.get_data()
     assert list(xs) == w.loss_steps
+    assert w._loss_ax.get_xlim()[1] >= max(w.loss_steps)  # the axis follows the curve
     # the cancelled model is usable: run it, then save and reload it
     model = w.finetuned_model
     assert not model.training

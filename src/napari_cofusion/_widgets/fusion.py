@@ -439,6 +439,8 @@ class FusionWidget(QWidget):
         for s in ax.spines.values():
             s.set_color(fg)
         (self._loss_line,) = ax.plot([], [], color="#4fa3e0", lw=1.2)
+        ax.set_xlim(0, 1)  # until the first step: an empty [0, 1] axis, not matplotlib's default ±0.05
+        ax.set_ylim(1e-4, 1e-1)
         self._loss_ax = ax
         self.loss_canvas = FigureCanvasQTAgg(fig)
         self.loss_canvas.setMinimumHeight(150)
@@ -483,6 +485,7 @@ class FusionWidget(QWidget):
     def _redraw_loss(self) -> None:
         self._loss_line.set_data(self.loss_steps, [max(v, 1e-8) for v in self.loss_values])
         if self.loss_steps:
+            self._loss_ax.autoscale(enable=True)  # the placeholder limits switched it off
             self._loss_ax.relim()
             self._loss_ax.autoscale_view()
         self.loss_canvas.draw_idle()
