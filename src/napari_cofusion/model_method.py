@@ -49,8 +49,9 @@ def _device(name: str | None) -> str:
 def run_model(model: torch.nn.Module, lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
               tile: int | None = None, overlap: int = 64, progress=None) -> np.ndarray:
     """Fuse with a model instance (no weights file involved): the GUI's fine-tuned models use this."""
-    from .train import classical_base
+    from .train import classical_base, keep_freed_memory
 
+    keep_freed_memory()  # full-frame feature maps: reuse freed memory instead of fresh pages
     cfg = model.cfg
     if (lr.shape[0], msi.shape[0], scale) != (cfg.hs_bands, cfg.ms_bands, cfg.scale):
         raise CubeError(
