@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--patch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
     t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
     ft.add_argument("--batch", type=int, default=4)
     ft.add_argument("--patch", type=int, default=32, help="patch side on the reduced-resolution HR grid")
-    ft.add_argument("--learning-rate", type=float, default=2e-4)
+    ft.add_argument("--learning-rate", type=float, default=1e-4)
     ft.add_argument("--psf", default="auto", help="auto (estimate from the pair) or a PSF preset")
     ft.add_argument("--srf", default="auto", help="auto (estimate from the pair) or an SRF preset / file")
     ft.add_argument("--consistency", type=float, default=0.0,

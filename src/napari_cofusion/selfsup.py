@@ -191,7 +191,7 @@ def finetune_scene(
     these degradations as they are. ``report`` (a dict) receives the degradations (JSON) and the
     reduced-resolution loss before and after.
     """
-    cfg = cfg or TrainConfig(steps=DEFAULT_STEPS, batch=4, patch=32, lr=2e-4, warmup=20, val_every=10**9,
+    cfg = cfg or TrainConfig(steps=DEFAULT_STEPS, batch=4, patch=32, lr=1e-4, warmup=20, val_every=10**9,
                              ckpt_every=10**9)
     m = model.cfg
     if (lr.bands, msi.bands) != (m.hs_bands, m.ms_bands):

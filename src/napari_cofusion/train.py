@@ -76,7 +76,7 @@ class TrainConfig:
     steps: int = 2000
     batch: int = 8
     patch: int = 64  # HR patch side, a multiple of 8·scale/gcd
-    lr: float = 2e-4
+    lr: float = 1e-4  # the full model stops learning at a few times this (docs/model.md)
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | step | constant
     warmup: int = 200
