@@ -15,6 +15,7 @@ out of the loop) leaves the model usable and, with a checkpoint folder, saves a 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -44,6 +45,7 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to serve every allocation from the heap and keep what is freed.
 
@@ -51,24 +53,17 @@ def keep_freed_memory() -> bool:
     their own ``mmap`` and returns them to the system when freed, so every new tensor pays
     page faults to zero fresh pages: on this project's CPUs that doubles the time of a full-frame
     forward. With mmap off and a high trim threshold the memory is reused instead (same numbers,
-    peak memory a little higher). A no-op where the C library is not glibc. Process-wide and
-    idempotent; returns whether it took effect.
+    higher peak memory). A no-op where the C library is not glibc. Process-wide, runs once;
+    returns whether it took effect.
     """
-    global _ALLOC_TUNED
-    if _ALLOC_TUNED is None:
-        _ALLOC_TUNED = False
-        try:
-            import ctypes
+    try:
+        import ctypes
 
-            libc = ctypes.CDLL("libc.so.6")
-            M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-            _ALLOC_TUNED = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-        except (OSError, AttributeError):
-            pass
-    return _ALLOC_TUNED
-
-
-_ALLOC_TUNED: bool | None = None
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass

@@ -18,7 +18,7 @@ Overview (``CoFusion.forward``)::
     F_0 = Stage_0(E_0 + up(F_1))
     Z   = U + ρ·Head(LN(F_0))                    global residual (ρ = residual_scale)
 
-    Stage = n × CoFusionBlock;  CoFusionBlock(F) = F + SSCFM(SpaCAM(F), SpeCAM(F))
+    Stage = n × CoFusionBlock;  CoFusionBlock(F) = F + γ ⊙ SSCFM(SpaCAM(F), SpeCAM(F))  (LayerScale γ)
 """
 
 from __future__ import annotations
