@@ -77,8 +77,12 @@ def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
     out = tmp_path / "w"
     assert main(["train", "--data", str(shared_data / "cave"), "--train-scenes", "beads", "--crop", "64",
                  "--steps", "4", "--batch", "2", "--patch", "32", "--no-augment", "--depths", "1", "1", "1",
-                 "--val-every", "4", "--log-every", "1", "--out", str(out)]) == 0
+                 "--val-every", "2", "--ckpt-every", "100", "--ckpt-dir", str(tmp_path / "ck"), "--workers", "2",
+                 "--log-every", "1", "--out", str(out)]) == 0
+    # the best validation state is saved before the first periodic checkpoint
+    assert (tmp_path / "ck" / "best.safetensors").is_file() and (tmp_path / "ck" / "last.json").is_file()
     card = json.loads((tmp_path / "w.json").read_text())
+    assert card["training"]["device"] == "cpu"
     assert card["hs_bands"] == 31 and card["ms_bands"] == 3 and card["scale"] == 4
     assert card["protocol"] == "cave-x4" and card["training"]["steps_done"] == 4
     assert card["training_data"]["train_scenes"] == ["beads_ms"]
@@ -94,3 +98,26 @@ def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
     # wrong band count for the weights: a clear one-line error
     assert main(["fuse", "--lr", str(pair_dir / "msi.hdr"), "--msi", str(pair_dir / "msi.hdr"), "--method", "cofusion",
                  "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "g.tif")]) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_cuda_without_a_gpu_is_a_clear_error(scenes, shared_data, tmp_path, capsys):
+    from napari_cofusion.cube import CubeError
+
+    tr, va = scenes
+    model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))
+    with pytest.raises(CubeError, match="CUDA"):
+        next(train(model, tr, va, TrainConfig(steps=2, batch=2, patch=32), device="cuda"))
+    assert main(["train", "--data", str(shared_data / "cave"), "--device", "cuda", "--out", str(tmp_path / "w")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_leaves_the_model_on_the_cpu(scenes):
+    tr, va = scenes
+    model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))
+    progress = list(train(model, tr, va, TrainConfig(steps=4, batch=2, patch=32, warmup=1, val_every=2), device="cuda"))
+    assert progress[-1].best_val and np.isfinite(progress[-1].loss)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert tr[0].ref.device.type == "cpu"  # the caller's scenes are not moved

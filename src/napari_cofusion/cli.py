@@ -130,16 +130,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
     import time
 
     import numpy as np
+    import torch
 
     from . import metrics
     from .io import read_cube
     from .methods import fuse
     from .models import CoFusion, CoFusionConfig
     from .simulate import protocol_recipe, simulate_pair
-    from .train import TrainConfig, make_scene, set_threads, train
+    from .train import TrainConfig, resolve_device, set_threads, train
     from .weights import save_weights
 
     threads = set_threads(a.threads)
+    device = resolve_device(a.device)
     data = Path(a.data)
     if not data.is_dir():
         raise CubeError(f"{data}: training data folder not found")
@@ -159,20 +161,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(f"[train] {len(tr)} training and {len(va)} validation scenes, {a.protocol}, {threads} threads", flush=True)
     t0 = time.perf_counter()
     with_base = a.base == "glp-hs"
-    train_scenes = []
-    for p in tr:
-        ref = read_cube(p)
-        if a.crop:
-            ref = ref.with_data(np.ascontiguousarray(ref.data[:, : a.crop, : a.crop]))
-        variants = [(k, f) for f in (False, True) for k in range(4)] if a.augment else [(0, False)]
-        train_scenes += [make_scene(ref, p.name, recipe, with_base, k, f) for k, f in variants]
-    val_scenes = []
+    variants = [(k, f) for f in (False, True) for k in range(4)] if a.augment else [(0, False)]
+    jobs = [(str(p), a.crop, recipe, with_base, k, f) for p in tr for k, f in variants]
+    jobs += [(str(p), a.crop, recipe, with_base, 0, False) for p in va]
+    built = _build_scenes(jobs, a.workers)
+    train_scenes, val_scenes = built[: len(built) - len(va)], built[len(built) - len(va):]
     baseline = []
     for p in va:
         ref = read_cube(p)
         if a.crop:
             ref = ref.with_data(np.ascontiguousarray(ref.data[:, : a.crop, : a.crop]))
-        val_scenes.append(make_scene(ref, p.name, recipe, with_base))
         pair = simulate_pair(ref, **recipe)
         baseline.append(metrics.full_reference(fuse(pair.lr, pair.msi, "glp-hs").cube.data, pair.reference.data, proto["scale"]))
     print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(train_scenes)} with augmentation)", flush=True)
@@ -184,7 +182,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
                        ckpt_every=a.ckpt_every, warmup=min(a.warmup, max(a.steps // 10, 1)))
     print(f"[train] CoFusion {model.n_params():,} parameters; {tcfg}", flush=True)
     last = None
-    loop = train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"[train] device: {dev_name}", flush=True)
+    loop = train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume, device=device)
     _sigterm_as_interrupt()
     try:
         for prog in loop:
@@ -212,7 +212,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         "training_data": {"root": str(data), "train_scenes": [p.name for p in tr], "val_scenes": [p.name for p in va],
                            "augmentation": "8 dihedral variants of each reference" if a.augment else "none"},
         "training": {**tcfg.__dict__, "steps_done": last.step if last else 0,
-                     "seconds": round(last.elapsed, 1) if last else 0.0, "threads": threads, "device": "cpu"},
+                     "seconds": round(last.elapsed, 1) if last else 0.0, "threads": threads, "device": dev_name},
         "validation": last.best_val if last else None,
         "validation_glp_hs": base_mean,
     }
@@ -223,6 +223,32 @@ def _cmd_train(a: argparse.Namespace) -> int:
         print(f"[train] best validation: PSNR {v['psnr']:.3f} SAM {v['sam']:.3f} (glp-hs: PSNR "
               f"{base_mean['psnr']:.3f} SAM {base_mean['sam']:.3f})" if base_mean else "", flush=True)
     return 0
+
+
+def _build_one_scene(job: tuple) -> tuple:
+    """Worker for :func:`_build_scenes`: read a reference, simulate one dihedral variant."""
+    import numpy as np
+
+    from .io import read_cube
+    from .train import make_scene
+
+    path, crop, recipe, with_base, k, f = job
+    ref = read_cube(path)
+    if crop:
+        ref = ref.with_data(np.ascontiguousarray(ref.data[:, :crop, :crop]))
+    return make_scene(ref, Path(path).name, recipe, with_base, k, f)
+
+
+def _build_scenes(jobs: list[tuple], workers: int | None) -> list:
+    """Simulate the training/validation scenes, in ``workers`` processes when more than one."""
+    workers = min(workers or 1, len(jobs))
+    if workers <= 1:
+        return [_build_one_scene(j) for j in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_build_one_scene, jobs))
 
 
 def _sigterm_as_interrupt() -> None:
@@ -414,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    t.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    t.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
     t.add_argument("--out", required=True, help="weights path without extension (NAME.safetensors + NAME.json)")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=_cmd_train)

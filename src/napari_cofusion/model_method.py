@@ -39,11 +39,9 @@ def load_model_for(weights: "str | Path | None", hs_bands: int, ms_bands: int, s
 
 
 def _device(name: str | None) -> str:
-    if name in (None, "", "cpu"):
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CubeError("CUDA was asked for but no CUDA device is available")
-    return name
+    from .train import resolve_device
+
+    return str(resolve_device(name or None))
 
 
 def run_model(model: torch.nn.Module, lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,

@@ -33,7 +33,7 @@ from .cube import Cube, CubeError
 from .models import CoFusion, CoFusionConfig
 
 __all__ = ["TrainConfig", "Progress", "Scene", "make_scene", "train", "fusion_loss", "set_threads", "keep_freed_memory",
-           "predict"]
+           "predict", "resolve_device", "scene_to"]
 
 
 def set_threads(n: int | None = None) -> int:
@@ -157,6 +157,24 @@ def _sample_batch(scenes: Sequence[Scene], n: int, patch: int, g: torch.Generato
     return torch.stack(lrs), torch.stack(mss), torch.stack(refs), base  # type: ignore[return-value]
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"cpu" → CPU; "cuda[:N]" only where CUDA is there (a clear error otherwise)."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CubeError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise CubeError(f"unsupported device {str(device)!r}: use cpu or cuda")
+    return dev
+
+
+def scene_to(sc: Scene, device: torch.device) -> Scene:
+    """A copy of a scene whose tensors live on ``device``."""
+    from dataclasses import replace
+
+    return replace(sc, ref=sc.ref.to(device), lr=sc.lr.to(device), msi=sc.msi.to(device),
+                   base=None if sc.base is None else sc.base.to(device))
+
+
 def _lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -182,7 +200,7 @@ def validate(model: CoFusion, scenes: Sequence[Scene]) -> dict[str, float]:
     res = []
     for sc in scenes:
         z = predict(model, sc.lr, sc.msi, sc.base)
-        res.append(metrics.full_reference(z.numpy(), sc.ref.numpy(), sc.scale))
+        res.append(metrics.full_reference(z.cpu().numpy(), sc.ref.cpu().numpy(), sc.scale))
     return {k: float(np.mean([r[k] for r in res])) for k in res[0]}
 
 
@@ -220,7 +238,7 @@ def load_checkpoint(folder: Path, model: CoFusion, opt: torch.optim.Optimizer) -
         st: dict[str, Any] = {}
         for k, v in tensors.items():
             if k.startswith(f"opt.{i}."):
-                st[k.split(".", 2)[2]] = v
+                st[k.split(".", 2)[2]] = v.to(p.device)
         for k, v in meta.get("opt_scalars", {}).items():
             j, name = k.split(".", 1)
             if int(j) == i:
@@ -240,6 +258,7 @@ def train(
     resume: bool = False,
     best_path: str | os.PathLike | None = None,
     extra_loss: Callable[[CoFusion], torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> Iterator[Progress]:
     """Train ``model`` in place, yielding a :class:`Progress` after every step.
 
@@ -247,15 +266,26 @@ def train(
     stopped; ``resume`` continues from it. The best validation state (by PSNR) is kept in memory
     and loaded into the model at the end (or when stopped). ``extra_loss(model)``, when given,
     is added to every step's loss (e.g. the scene fine-tune's consistency terms).
+
+    ``device`` ("cpu", "cuda", "cuda:1", ...) is where the model and the scenes live while
+    training; the model is back on the CPU when the loop ends or is stopped.
     """
     cfg = cfg or TrainConfig()
     if not train_scenes:
         raise CubeError("no training scenes")
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
+        model.to(dev)
+        train_scenes = [scene_to(sc, dev) for sc in train_scenes]
+        val_scenes = [scene_to(sc, dev) for sc in val_scenes]
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best, best_state, t_prev = 0, None, None, 0.0
     folder = Path(ckpt_dir) if ckpt_dir else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
     if resume and folder and (folder / "last.json").is_file():
         meta = load_checkpoint(folder, model, opt)
         step, best, t_prev = int(meta["step"]), meta.get("best_val"), float(meta.get("elapsed", 0.0))
@@ -301,7 +331,8 @@ def train(
                     if folder:
                         from safetensors.torch import save_file
 
-                        save_file({k: v.contiguous() for k, v in best_state.items()}, str(folder / "best.safetensors"))
+                        save_file({k: v.cpu().contiguous() for k, v in best_state.items()},
+                                  str(folder / "best.safetensors"))
             if folder and step % cfg.ckpt_every == 0:
                 checkpoint()
             yield Progress(step, cfg.steps, loss_val, lr_now, time.perf_counter() - t0, val, best,
@@ -310,4 +341,4 @@ def train(
         checkpoint()
         if best_state is not None:
             model.load_state_dict(best_state)
-        model.eval()
+        model.to("cpu").eval()
