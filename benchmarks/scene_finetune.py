@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (the fine-tune's default)")
     ap.add_argument("--consistency", type=float, default=0.0)
     ap.add_argument("--start", default="new", help="new | a weights path (adapted when the band counts differ)")
     ap.add_argument("--threads", type=int, default=None)
