@@ -130,17 +130,21 @@ def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: fl
 
 def _glp_hs(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
             radius: int = 2, eps: float = 1e-8, **_: Any) -> np.ndarray:
+    # the regression (small, ill-conditioned normal equations) runs in float64 at the LR size;
+    # the HR work (upsampling 3·C coefficient maps, injection) in float32, which changes the
+    # result by ~1e-6 and halves the time
     with torch.inference_mode():
         L = torch.from_numpy(lr).double()
-        M = torch.from_numpy(msi).double()
+        M = torch.from_numpy(msi).float()
         hw = M.shape[-2:]
-        M_lr = ops.degrade(M, kernel, scale, phase)
+        M_lr = ops.degrade(M.double(), kernel, scale, phase)
         a, b = local_regression(L, M_lr, radius, eps)
+        a, b = a.float(), b.float()
         c, C = a.shape[:2]
         A = ops.upsample(a.reshape(c * C, *a.shape[-2:]), scale, phase, out_size=hw).reshape(c, C, *hw)
         S = torch.einsum("kbhw,khw->bhw", A, M) + ops.upsample(b, scale, phase, out_size=hw)
-        residual = ops.upsample(L - ops.degrade(S, kernel, scale, phase), scale, phase, out_size=hw)
-        return (S + residual).float().numpy()
+        residual = ops.upsample(L.float() - ops.degrade(S, kernel, scale, phase), scale, phase, out_size=hw)
+        return (S + residual).numpy()
 
 
 register(FusionMethod("bicubic", "Phase-aware bicubic upsampling of the LRHSI (ignores the HRMSI)", _bicubic))

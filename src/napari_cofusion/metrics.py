@@ -33,10 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import (
-    error_relative_global_dimensionless_synthesis,
-    spectral_angle_mapper,
-)
 
 from . import ops
 from .cube import Cube, CubeError
@@ -126,6 +122,8 @@ def ssim(z: Any, x: Any) -> float:
 def sam_map(z: Any, x: Any) -> np.ndarray:
     """Per-pixel spectral angle in degrees, (H, W); NaN where either spectrum is all zero."""
     zt, xt = _pair(z, x)
+    from torchmetrics.functional.image import spectral_angle_mapper  # imported here: ~2 s at start-up
+
     ang = spectral_angle_mapper(zt[None], xt[None], reduction="none")[0]
     valid = (zt.abs().sum(0) > 0) & (xt.abs().sum(0) > 0)
     deg = torch.rad2deg(ang)
@@ -140,6 +138,8 @@ def sam(z: Any, x: Any) -> float:
 
 def ergas(z: Any, x: Any, scale: float) -> float:
     zt, xt = _pair(z, x)
+    from torchmetrics.functional.image import error_relative_global_dimensionless_synthesis
+
     return float(error_relative_global_dimensionless_synthesis(zt[None], xt[None], ratio=float(scale)))
 
 
