@@ -192,6 +192,27 @@ def test_finetune_cancel_leaves_a_usable_model():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_finetune_on_cuda_without_a_gpu_is_a_clear_error():
+    pair = simulate_pair(bundled_reference(), scale=4, psf="weak", srf="nikon-d700")
+    model = _small(31, 3, 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CubeError, match="no CUDA device"):
+        list(finetune_scene(model, pair.lr, pair.msi, device="cuda"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_finetune_on_cuda_with_consistency():
+    pair = simulate_pair(bundled_reference(), scale=4, psf="weak", srf="nikon-d700")
+    model = _small(31, 3, 4)
+    cfg = TrainConfig(steps=4, batch=2, patch=16, lr=1e-3, warmup=1, val_every=10**9, ckpt_every=10**9)
+    steps = [i for i in finetune_scene(model, pair.lr, pair.msi, cfg, consistency=0.5, device="cuda")
+             if not isinstance(i, str)]
+    assert len(steps) == 4 and np.isfinite(steps[-1].loss)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
 def test_finetune_refuses_band_mismatch():
     pair = simulate_pair(bundled_reference(), scale=4, psf="weak", srf="nikon-d700")
     with pytest.raises(CubeError, match="expects 48 HS"):

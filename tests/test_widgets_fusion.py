@@ -208,6 +208,12 @@ def test_short_finetune_lowers_loss(make_napari_viewer, qtbot, tmp_path):
     w.start_finetune()
     _wait_idle(qtbot, w)
     assert w.finetuned_info["steps_done"] == 30 and not w.finetuned_info["stopped_early"]
+    # the Device choice lists the CPU first (CUDA only where torch sees it) and goes into the card
+    import torch
+
+    devices = [w.device_combo.itemText(i) for i in range(w.device_combo.count())]
+    assert devices == (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    assert w.finetuned_info["device"] == "cpu" and w.device_combo.currentText() == "cpu"
     first, last = np.mean(w.loss_values[:5]), np.mean(w.loss_values[-5:])
     assert last < 0.8 * first, (first, last)
     assert "finished after 30 steps" in w.status_label.text()

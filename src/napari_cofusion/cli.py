@@ -291,9 +291,10 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
 def _cmd_finetune(a: argparse.Namespace) -> int:
     from .io import read_cube
     from .selfsup import DEFAULT_STEPS, adapt_model, finetune_scene
-    from .train import TrainConfig, set_threads
+    from .train import TrainConfig, resolve_device, set_threads
     from .weights import load_weights, resolve_weights, save_weights
 
+    device = resolve_device(a.device)
     out = Path(a.out_weights).with_suffix(".safetensors")
     if (out.exists() or out.with_suffix(".json").exists()) and not a.overwrite:
         raise CubeError(f"{out}: already exists; choose another name or pass --overwrite")
@@ -332,7 +333,7 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
     report: dict[str, Any] = {}
     last = None
     loop = finetune_scene(model, lr, msi, cfg, psf=_auto(a.psf), srf=_auto(a.srf), consistency=a.consistency,
-                          report=report)
+                          report=report, device=device)
     _sigterm_as_interrupt()
     try:
         for item in loop:
@@ -359,7 +360,7 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
         "training": {"start_weights": start_name, "start_mode": info["mode"],
                      "reinitialised": info["reinitialised"], "steps": steps, "steps_done": last.step,
                      "seconds": round(last.elapsed, 1), "lr": a.learning_rate, "batch": a.batch,
-                     "patch": report.get("patch"), "consistency": a.consistency, "threads": threads, "device": "cpu",
+                     "patch": report.get("patch"), "consistency": a.consistency, "threads": threads, "device": str(device),
                      "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
     }
     paths = save_weights(model, out, card, overwrite=a.overwrite)
@@ -478,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the full-resolution consistency losses (re-degraded output vs the inputs)")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--threads", type=int, default=None)
+    ft.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     ft.add_argument("--log-every", type=int, default=10)
     ft.add_argument("--out-weights", required=True, help="NAME.safetensors (+ NAME.json card) to write")
     ft.add_argument("--overwrite", action="store_true")

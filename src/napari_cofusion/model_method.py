@@ -69,6 +69,8 @@ def _cofusion(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, p
               tile: int | None = None, overlap: int = 64, progress=None, **_: Any) -> np.ndarray:
     if model is None:
         model, _card, _path = load_model_for(weights, lr.shape[0], msi.shape[0], scale, _device(device))
+    elif device:
+        model.to(_device(device))  # a model instance (the GUI's fine-tuned one) goes where it is asked
     return run_model(model, lr, msi, scale, kernel, phase, tile=tile, overlap=overlap, progress=progress)
 
 

@@ -32,7 +32,7 @@ from . import ops
 from .cube import Cube, CubeError
 from .estimate import Degradation, estimate_degradation
 from .models import CoFusion, CoFusionConfig
-from .train import Progress, Scene, TrainConfig, classical_base, train
+from .train import Progress, Scene, TrainConfig, classical_base, resolve_device, train
 
 __all__ = ["adapt_model", "dihedral_pair", "reduced_scenes", "finetune_scene", "DEFAULT_STEPS"]
 
@@ -182,6 +182,7 @@ def finetune_scene(
     consistency: float = 0.0,
     augment: bool = True,
     report: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> Iterator[Any]:
     """Fine-tune ``model`` (in place) on the pair alone. Yields status strings while it estimates
     the degradations and builds the scenes, then a :class:`~napari_cofusion.train.Progress` per
@@ -189,8 +190,10 @@ def finetune_scene(
 
     ``psf`` / ``srf``: presets that replace the estimates (None: estimate). ``degradation``: use
     these degradations as they are. ``report`` (a dict) receives the degradations (JSON) and the
-    reduced-resolution loss before and after.
+    reduced-resolution loss before and after. ``device``: where to train (CPU by default, "cuda"
+    where available); the model is back on the CPU afterwards.
     """
+    dev = resolve_device(device)
     cfg = cfg or TrainConfig(steps=DEFAULT_STEPS, batch=4, patch=32, lr=1e-4, warmup=20, val_every=10**9,
                              ckpt_every=10**9)
     m = model.cfg
@@ -220,7 +223,9 @@ def finetune_scene(
         lr_t = torch.from_numpy(lr.data)
         ms_t = torch.from_numpy(np.ascontiguousarray(msi.data[:, : lr.shape[1] * deg.scale, : lr.shape[2] * deg.scale]))
         base_t = torch.from_numpy(classical_base(lr.data, ms_t.numpy(), deg.kernel, deg.scale, deg.phase)) if with_base else None
-        srf_t = torch.from_numpy(np.asarray(deg.srf, dtype=np.float32))
+        srf_t = torch.from_numpy(np.asarray(deg.srf, dtype=np.float32)).to(dev)
+        lr_t, ms_t = lr_t.to(dev), ms_t.to(dev)
+        base_t = None if base_t is None else base_t.to(dev)
         g = torch.Generator().manual_seed(cfg.seed + 1)
         full_patch = max(unit, (min(cfg.patch * deg.scale, ms_t.shape[-2], ms_t.shape[-1]) // unit) * unit)
 
@@ -230,7 +235,7 @@ def finetune_scene(
     model.cfg.phase = deg.phase
     if report is not None:
         report["reduced_before"] = _reduced_loss(model, scenes)
-    loop = train(model, scenes, (), cfg, extra_loss=extra)
+    loop = train(model, scenes, (), cfg, extra_loss=extra, device=dev)
     try:
         yield from loop
     finally:

@@ -133,7 +133,7 @@ def fusion_job(lr: Cube, msi: Cube, method: str, options: dict[str, Any], cancel
 def finetune_job(model: Any, reference: Cube | None, recipe: dict[str, Any] | None, cfg: Any,
                  variants: Sequence[tuple[int, bool]] = DIHEDRAL_VARIANTS,
                  lr: Cube | None = None, msi: Cube | None = None,
-                 scene_options: dict[str, Any] | None = None) -> Iterator[Any]:
+                 scene_options: dict[str, Any] | None = None, device: str = "cpu") -> Iterator[Any]:
     """Fine-tune ``model`` in place; yields status strings while the scenes are prepared, then
     the :class:`~napari_cofusion.train.Progress` of every step.
 
@@ -142,6 +142,7 @@ def finetune_job(model: Any, reference: Cube | None, recipe: dict[str, Any] | No
     one: ``napari_cofusion.selfsup.finetune_scene(model, lr, msi, cfg, **scene_options)`` (scene-only
     fine-tuning: degradations estimated from the pair, reduced-resolution training).
     Closing the generator (Cancel) closes the training loop, which leaves the model usable.
+    ``device`` is where it trains ("cpu" or "cuda"); the model comes back on the CPU.
     """
     from .. import train as trainmod
 
@@ -161,11 +162,11 @@ def finetune_job(model: Any, reference: Cube | None, recipe: dict[str, Any] | No
                         f"scenes have {got[0]} HS bands, {got[1]} MS bands at ×{got[2]}"
                     )
                 scenes.append(sc)
-            loop = trainmod.train(model, scenes, (), cfg)
+            loop = trainmod.train(model, scenes, (), cfg, device=device)
         else:
             selfsup = importlib.import_module("napari_cofusion.selfsup")
             yield "scene-only fine-tuning"
-            loop = selfsup.finetune_scene(model, lr, msi, cfg, **(scene_options or {}))
+            loop = selfsup.finetune_scene(model, lr, msi, cfg, device=device, **(scene_options or {}))
         try:
             yield from loop
         finally:
@@ -194,6 +195,13 @@ def estimate_job(lr: Cube, msi: Cube, psf: str | None, srf: str | None) -> Itera
 def _drive(job: Iterator[Any]) -> Iterator[Any]:
     """The worker's generator function: runs a job generator created (and kept) by the widget."""
     return (yield from job)
+
+
+def available_devices() -> list[str]:
+    """"cpu", then "cuda" where torch sees a CUDA device."""
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
 def selfsup_available() -> bool:
@@ -342,8 +350,12 @@ class FusionWidget(QWidget):
         self.weights_combo.activated.connect(lambda _i: self._weights_activated(self.weights_combo))
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run_fusion)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.device_combo.setToolTip("Where CoFusion runs and fine-tunes: the CPU, or a CUDA GPU where torch sees one")
         f.addRow("Method", self.method_combo)
         f.addRow("Weights", self.weights_combo)
+        f.addRow("Device", self.device_combo)
         f.addRow(self.run_button)
         root.addWidget(run)
 
@@ -886,6 +898,7 @@ class FusionWidget(QWidget):
             options: dict[str, Any] = {}
             meta: dict[str, Any] = {"inputs": [lr_layer.name, msi_layer.name]}
             if methods.get_method(method).needs_weights:
+                options["device"] = self.device_combo.currentText()
                 kind, value = self._weights_choice(self.weights_combo)
                 if kind == "session":
                     options["model"] = value
@@ -1027,6 +1040,7 @@ class FusionWidget(QWidget):
             return None
         ref_layer = self._layer(self.ref_combo)
         lr_layer, msi_layer = self._layer(self.lr_combo), self._layer(self.msi_combo)
+        device = self.device_combo.currentText()
         try:
             cfg = self._train_config()
             recipe: dict[str, Any] = {}
@@ -1046,7 +1060,7 @@ class FusionWidget(QWidget):
                         )
                 cfg.patch = self._patch_for(cfg.patch, scale)
                 model, origin = self._model_for(ref.bands, ms, scale, recipe.get("phase"))
-                job = finetune_job(model, ref, recipe, cfg)
+                job = finetune_job(model, ref, recipe, cfg, device=device)
                 source = {"reference_layer": ref_layer.name, "recipe": _recipe_json(recipe), "recipe_from": recipe_from,
                           "scenes": f"{len(DIHEDRAL_VARIANTS)} dihedral variants of the reference"}
                 hs_wl = ref.wavelengths
@@ -1063,7 +1077,7 @@ class FusionWidget(QWidget):
                 options = {"psf": psf, "srf": srf, "report": report}
                 if self.degradation is not None and self._degradation_key == self._scene_key(psf, srf):
                     options["degradation"] = self.degradation  # already estimated for this pair
-                job = finetune_job(model, None, None, cfg, lr=lr, msi=msi, scene_options=options)
+                job = finetune_job(model, None, None, cfg, lr=lr, msi=msi, scene_options=options, device=device)
                 source = {"scene": [lr_layer.name, msi_layer.name],
                           "mode": "scene-only: reduced-resolution self-supervised fine-tune",
                           "psf_choice": psf or "estimated", "srf_choice": srf or "estimated"}
@@ -1080,7 +1094,7 @@ class FusionWidget(QWidget):
             "hs_wavelengths": None if hs_wl is None else [float(w) for w in hs_wl],
             "psf": _recipe_json(recipe).get("psf"),
             "srf": _recipe_json(recipe).get("srf"),
-            "started": time.time(),
+            "started": time.time(), "device": device,
         }
         if ref_layer is not None:
             self._job_report = None
@@ -1111,7 +1125,7 @@ class FusionWidget(QWidget):
             "start_weights": ft["origin"], **ft["source"], "steps": cfg.steps, "steps_done": done,
             "stopped_early": done < cfg.steps, "lr": cfg.lr, "batch": cfg.batch, "patch": cfg.patch,
             "warmup": cfg.warmup, "seed": cfg.seed, "final_loss": ft.get("final_loss"), "seconds": ft.get("seconds"),
-            "device": "cpu", "hs_wavelengths": ft.get("hs_wavelengths"), "psf": ft.get("psf"), "srf": ft.get("srf"),
+            "device": ft.get("device", "cpu"), "hs_wavelengths": ft.get("hs_wavelengths"), "psf": ft.get("psf"), "srf": ft.get("srf"),
         }
         self._rebuild_weights()
         idx = self.weights_combo.findData("session")
