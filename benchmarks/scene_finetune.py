@@ -59,12 +59,16 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (the fine-tune's default)")
-    ap.add_argument("--consistency", type=float, default=0.0)
+    ap.add_argument("--consistency", type=float, default=None, help="default: the fine-tune's (selfsup.DEFAULT_CONSISTENCY)")
     ap.add_argument("--start", default="new", help="new | a weights path (adapted when the band counts differ)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--houston", action="store_true", help="also the real Houston 2018 pair (QNR)")
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
     a = ap.parse_args(argv)
+    if a.consistency is None:
+        from napari_cofusion.selfsup import DEFAULT_CONSISTENCY
+
+        a.consistency = DEFAULT_CONSISTENCY
     threads = set_threads(a.threads)
     print(f"[bench] torch threads {threads}; steps {a.steps}, batch {a.batch}, patch {a.patch}, lr {a.lr}, "
           f"consistency {a.consistency}, start {a.start}", flush=True)

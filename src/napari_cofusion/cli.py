@@ -290,7 +290,7 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
 
 def _cmd_finetune(a: argparse.Namespace) -> int:
     from .io import read_cube
-    from .selfsup import DEFAULT_STEPS, adapt_model, finetune_scene
+    from .selfsup import DEFAULT_CONSISTENCY, DEFAULT_STEPS, adapt_model, finetune_scene
     from .train import TrainConfig, resolve_device, set_threads
     from .weights import load_weights, resolve_weights, save_weights
 
@@ -332,7 +332,8 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
                       val_every=steps + 1, ckpt_every=steps + 1, seed=a.seed)
     report: dict[str, Any] = {}
     last = None
-    loop = finetune_scene(model, lr, msi, cfg, psf=_auto(a.psf), srf=_auto(a.srf), consistency=a.consistency,
+    consistency = DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
+    loop = finetune_scene(model, lr, msi, cfg, psf=_auto(a.psf), srf=_auto(a.srf), consistency=consistency,
                           report=report, device=device)
     _sigterm_as_interrupt()
     try:
@@ -360,7 +361,7 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
         "training": {"start_weights": start_name, "start_mode": info["mode"],
                      "reinitialised": info["reinitialised"], "steps": steps, "steps_done": last.step,
                      "seconds": round(last.elapsed, 1), "lr": a.learning_rate, "batch": a.batch,
-                     "patch": report.get("patch"), "consistency": a.consistency, "threads": threads, "device": str(device),
+                     "patch": report.get("patch"), "consistency": consistency, "threads": threads, "device": str(device),
                      "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
     }
     paths = save_weights(model, out, card, overwrite=a.overwrite)
@@ -475,8 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--learning-rate", type=float, default=1e-4)
     ft.add_argument("--psf", default="auto", help="auto (estimate from the pair) or a PSF preset")
     ft.add_argument("--srf", default="auto", help="auto (estimate from the pair) or an SRF preset / file")
-    ft.add_argument("--consistency", type=float, default=0.0,
-                    help="weight of the full-resolution consistency losses (re-degraded output vs the inputs)")
+    ft.add_argument("--consistency", type=float, default=None,
+                    help="weight of the full-resolution consistency losses (re-degraded output vs the inputs); "
+                         "default 20 (selfsup.DEFAULT_CONSISTENCY), 0 turns them off")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--threads", type=int, default=None)
     ft.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")

@@ -1080,6 +1080,7 @@ class FusionWidget(QWidget):
                 job = finetune_job(model, None, None, cfg, lr=lr, msi=msi, scene_options=options, device=device)
                 source = {"scene": [lr_layer.name, msi_layer.name],
                           "mode": "scene-only: reduced-resolution self-supervised fine-tune",
+                          "consistency_weight": importlib.import_module("napari_cofusion.selfsup").DEFAULT_CONSISTENCY,
                           "psf_choice": psf or "estimated", "srf_choice": srf or "estimated"}
                 hs_wl = lr.wavelengths
                 self._job_report = report
