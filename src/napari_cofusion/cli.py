@@ -168,10 +168,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     train_scenes, val_scenes = built[: len(built) - len(va)], built[len(built) - len(va):]
     baseline = []
     for p in va:
-        ref = read_cube(p)
-        if a.crop:
-            ref = ref.with_data(np.ascontiguousarray(ref.data[:, : a.crop, : a.crop]))
-        pair = simulate_pair(ref, **recipe)
+        pair = simulate_pair(_read_ref(p, a.crop), **recipe)
         baseline.append(metrics.full_reference(fuse(pair.lr, pair.msi, "glp-hs").cube.data, pair.reference.data, proto["scale"]))
     print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(train_scenes)} with augmentation)", flush=True)
     ref0 = train_scenes[0]
@@ -225,18 +222,22 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _build_one_scene(job: tuple) -> tuple:
-    """Worker for :func:`_build_scenes`: read a reference, simulate one dihedral variant."""
+def _read_ref(path: "str | Path", crop: int | None):
+    """A training/validation reference, cropped to ``crop``² when asked (quick runs)."""
     import numpy as np
 
     from .io import read_cube
+
+    ref = read_cube(path)
+    return ref.with_data(np.ascontiguousarray(ref.data[:, :crop, :crop])) if crop else ref
+
+
+def _build_one_scene(job: tuple) -> tuple:
+    """Worker for :func:`_build_scenes`: read a reference, simulate one dihedral variant."""
     from .train import make_scene
 
     path, crop, recipe, with_base, k, f = job
-    ref = read_cube(path)
-    if crop:
-        ref = ref.with_data(np.ascontiguousarray(ref.data[:, :crop, :crop]))
-    return make_scene(ref, Path(path).name, recipe, with_base, k, f)
+    return make_scene(_read_ref(path, crop), Path(path).name, recipe, with_base, k, f)
 
 
 def _build_scenes(jobs: list[tuple], workers: int | None) -> list:

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -168,9 +168,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def scene_to(sc: Scene, device: torch.device) -> Scene:
-    """A copy of a scene whose tensors live on ``device``."""
-    from dataclasses import replace
-
+    """A copy of a scene whose tensors live on ``device`` (the same tensors where they already do)."""
     return replace(sc, ref=sc.ref.to(device), lr=sc.lr.to(device), msi=sc.msi.to(device),
                    base=None if sc.base is None else sc.base.to(device))
 
@@ -274,11 +272,11 @@ def train(
     if not train_scenes:
         raise CubeError("no training scenes")
     dev = resolve_device(device)
-    if dev.type != "cpu":
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
-        model.to(dev)
-        train_scenes = [scene_to(sc, dev) for sc in train_scenes]
-        val_scenes = [scene_to(sc, dev) for sc in val_scenes]
+    model.to(dev)  # also back to the CPU a model left on a GPU (the GUI can run a session model there)
+    train_scenes = [scene_to(sc, dev) for sc in train_scenes]
+    val_scenes = [scene_to(sc, dev) for sc in val_scenes]
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
