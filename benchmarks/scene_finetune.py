@@ -27,7 +27,7 @@ from napari_cofusion.methods import fuse
 from napari_cofusion.model_method import run_model
 from napari_cofusion.selfsup import adapt_model, finetune_scene
 from napari_cofusion.simulate import simulate_pair
-from napari_cofusion.train import TrainConfig, set_threads
+from napari_cofusion.train import set_threads
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -55,22 +55,24 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", nargs="+", default=list(SCENES))
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--psf", default="wald")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=None, help="default: the fine-tune's (selfsup.DEFAULT_STEPS)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (the fine-tune's default)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the fine-tune's, selfsup.DEFAULT_LR)")
     ap.add_argument("--consistency", type=float, default=None, help="default: the fine-tune's (selfsup.DEFAULT_CONSISTENCY)")
+    ap.add_argument("--cons-patch", type=int, default=None, help="HR side of the consistency patch (default: the fine-tune's)")
     ap.add_argument("--start", default="new", help="new | a weights path (adapted when the band counts differ)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--houston", action="store_true", help="also the real Houston 2018 pair (QNR)")
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
     a = ap.parse_args(argv)
-    if a.consistency is None:
-        from napari_cofusion.selfsup import DEFAULT_CONSISTENCY
+    from napari_cofusion import selfsup
 
-        a.consistency = DEFAULT_CONSISTENCY
+    a.consistency = selfsup.DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
+    a.steps = a.steps or selfsup.DEFAULT_STEPS
     threads = set_threads(a.threads)
-    print(f"[bench] torch threads {threads}; steps {a.steps}, batch {a.batch}, patch {a.patch}, lr {a.lr}, "
+    print(f"[bench] torch threads {threads}; steps {a.steps}, batch {a.batch}, patch {a.patch}, "
+          f"lr {a.lr or selfsup.DEFAULT_LR}, "
           f"consistency {a.consistency}, start {a.start}", flush=True)
     start_model = None
     if a.start != "new":
@@ -87,12 +89,12 @@ def main(argv=None) -> int:
             r = fuse(pair.lr, pair.msi, meth, psf=a.psf)
             res[meth] = metrics.full_reference(r.cube.data, X, a.scale)
         model, info = adapt_model(start_model, pair.lr.bands, pair.msi.bands, a.scale, base="glp-hs")
-        cfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, warmup=max(1, a.steps // 20),
-                          val_every=a.steps + 1, ckpt_every=a.steps + 1, seed=0)
+        cfg = selfsup.scene_config(a.steps, a.lr, a.batch, a.patch)
         report: dict = {}
         t0 = time.perf_counter()
         last = None
-        for item in finetune_scene(model, pair.lr, pair.msi, cfg, consistency=a.consistency, report=report):
+        for item in finetune_scene(model, pair.lr, pair.msi, cfg, consistency=a.consistency,
+                                   consistency_patch=a.cons_patch, report=report):
             if isinstance(item, str):
                 print(f"[{name}] {item}", flush=True)
             else:
@@ -122,11 +124,11 @@ def main(argv=None) -> int:
         hs = max(cubes, key=lambda c: c.bands)
         rgb = min(cubes, key=lambda c: c.bands)
         model, info = adapt_model(start_model, hs.bands, rgb.bands, 4, base="glp-hs")
-        cfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, warmup=max(1, a.steps // 20),
-                          val_every=a.steps + 1, ckpt_every=a.steps + 1, seed=0)
+        cfg = selfsup.scene_config(a.steps, a.lr, a.batch, a.patch)
         report = {}
         t0 = time.perf_counter()
-        for item in finetune_scene(model, hs, rgb, cfg, consistency=a.consistency, report=report):
+        for item in finetune_scene(model, hs, rgb, cfg, consistency=a.consistency,
+                                   consistency_patch=a.cons_patch, report=report):
             if isinstance(item, str):
                 print(f"[houston] {item}", flush=True)
         minutes = (time.perf_counter() - t0) / 60

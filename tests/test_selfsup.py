@@ -175,6 +175,44 @@ def test_short_finetune_lowers_the_reduced_resolution_loss():
     assert not model.training
 
 
+def test_consistency_losses_pull_the_output_towards_the_observations():
+    """With the consistency losses (the default route) a short fine-tune lowers the mismatch
+    between the re-degraded output and the observed pair on the whole scene."""
+    from napari_cofusion import ops
+    from napari_cofusion.train import classical_base
+
+    pair = simulate_pair(bundled_reference(), scale=4, psf="wald", srf="nikon-d700")
+    deg = estimate_degradation(pair.lr, pair.msi)
+    lr, ms = torch.from_numpy(pair.lr.data)[None], torch.from_numpy(pair.msi.data)[None]
+    base = torch.from_numpy(classical_base(pair.lr.data, pair.msi.data, deg.kernel, 4, deg.phase))[None]
+    model = _small(31, 3, 4)
+    with torch.no_grad():  # start away from the base, so that there is a mismatch to remove
+        model.head[-1].weight.normal_(std=0.05)
+
+    def mismatch() -> float:
+        with torch.inference_mode():
+            z = model.eval()(lr, ms, base)
+            return float((ops.degrade(z, deg.kernel, 4, deg.phase) - lr)[..., 1:-1, 1:-1].abs().mean()
+                         + (ops.project(z, deg.srf) - ms).abs().mean())
+
+    before = mismatch()
+    cfg = TrainConfig(steps=30, batch=2, patch=16, lr=2e-3, warmup=3, val_every=10**9, ckpt_every=10**9)
+    list(finetune_scene(model, pair.lr, pair.msi, cfg, degradation=deg, consistency=100.0))
+    after = mismatch()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_default_settings_agree():
+    """The scene fine-tune's defaults: one set, used by the CLI (the widget shows them: its test)."""
+    from napari_cofusion import selfsup
+    from napari_cofusion.cli import build_parser
+
+    cfg = selfsup.scene_config()
+    assert (cfg.steps, cfg.lr) == (selfsup.DEFAULT_STEPS, selfsup.DEFAULT_LR)
+    a = build_parser().parse_args(["finetune", "--lr", "a.hdr", "--msi", "b.hdr", "--out-weights", "w"])
+    assert a.steps is None and a.learning_rate is None and a.consistency is None  # → the selfsup defaults
+
+
 def test_finetune_cancel_leaves_a_usable_model():
     pair = simulate_pair(bundled_reference(), scale=4, psf="weak", srf="nikon-d700")
     model = _small(31, 3, 4)

@@ -146,6 +146,10 @@ def test_finetune_cancel_save_and_reuse(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "cave_pair")
     w = _fusion_widget(viewer)
+    from napari_cofusion import selfsup
+
+    # the widget offers the scene fine-tune's defaults (the CLI's)
+    assert w.steps_spin.value() == selfsup.DEFAULT_STEPS and float(w.lr_edit.text()) == selfsup.DEFAULT_LR
     start = _small_weights(tmp_path / "start", 31, 3, 4)
     w.add_weights_path(start, select=("finetune",))
     w.patch_spin.setValue(32)

@@ -291,8 +291,8 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
 
 def _cmd_finetune(a: argparse.Namespace) -> int:
     from .io import read_cube
-    from .selfsup import DEFAULT_CONSISTENCY, DEFAULT_STEPS, adapt_model, finetune_scene
-    from .train import TrainConfig, resolve_device, set_threads
+    from .selfsup import DEFAULT_CONSISTENCY, adapt_model, finetune_scene, scene_config
+    from .train import resolve_device, set_threads
     from .weights import load_weights, resolve_weights, save_weights
 
     device = resolve_device(a.device)
@@ -322,15 +322,13 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
         if path is not None:
             start, _card = load_weights(path)
             start_name = str(path)
-    steps = a.steps or DEFAULT_STEPS
     model, info = adapt_model(start, lr.bands, msi.bands, scale)
     print(f"[finetune] {lr.name}: {lr.bands} bands {lr.shape[1]}×{lr.shape[2]}; {msi.name}: {msi.bands} bands "
           f"{msi.shape[1]}×{msi.shape[2]}; ×{scale}; {threads} threads", flush=True)
     print(f"[finetune] start: {start_name} ({info['mode']}"
           + (f", {len(info['reinitialised'])} band-count layers re-initialised" if info["reinitialised"] else "") + ")",
           flush=True)
-    cfg = TrainConfig(steps=steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, warmup=max(1, min(50, steps // 10)),
-                      val_every=steps + 1, ckpt_every=steps + 1, seed=a.seed)
+    cfg = scene_config(a.steps, a.learning_rate, a.batch, a.patch, a.seed)
     report: dict[str, Any] = {}
     last = None
     consistency = DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
@@ -360,8 +358,8 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
         "training_mode": "scene-only: reduced-resolution self-supervised fine-tune (napari-cofusion finetune)",
         "training_data": {"lr": str(a.lr), "msi": str(a.msi)},
         "training": {"start_weights": start_name, "start_mode": info["mode"],
-                     "reinitialised": info["reinitialised"], "steps": steps, "steps_done": last.step,
-                     "seconds": round(last.elapsed, 1), "lr": a.learning_rate, "batch": a.batch,
+                     "reinitialised": info["reinitialised"], "steps": cfg.steps, "steps_done": last.step,
+                     "seconds": round(last.elapsed, 1), "lr": cfg.lr, "batch": a.batch,
                      "patch": report.get("patch"), "consistency": consistency, "threads": threads, "device": str(device),
                      "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
     }
@@ -471,15 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="starting weights: a name in weights/ or a path (default: the shipped weights matching the "
                          "band counts, else a shipped model's body with the band-count layers re-initialised, else "
                          "a new model); 'new' for a new model")
-    ft.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
+    ft.add_argument("--steps", type=int, default=None, help="training steps (default 100, selfsup.DEFAULT_STEPS)")
     ft.add_argument("--batch", type=int, default=4)
     ft.add_argument("--patch", type=int, default=32, help="patch side on the reduced-resolution HR grid")
-    ft.add_argument("--learning-rate", type=float, default=1e-4)
+    ft.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-4, selfsup.DEFAULT_LR)")
     ft.add_argument("--psf", default="auto", help="auto (estimate from the pair) or a PSF preset")
     ft.add_argument("--srf", default="auto", help="auto (estimate from the pair) or an SRF preset / file")
     ft.add_argument("--consistency", type=float, default=None,
                     help="weight of the full-resolution consistency losses (re-degraded output vs the inputs); "
-                         "default 20 (selfsup.DEFAULT_CONSISTENCY), 0 turns them off")
+                         "default 100 (selfsup.DEFAULT_CONSISTENCY), 0 turns them off")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--threads", type=int, default=None)
     ft.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")

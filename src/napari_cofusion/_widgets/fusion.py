@@ -365,8 +365,8 @@ class FusionWidget(QWidget):
         self.ft_weights_combo.activated.connect(lambda _i: self._weights_activated(self.ft_weights_combo))
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 1_000_000)
-        self.steps_spin.setValue(200)
-        self.lr_edit = QLineEdit("1e-4")
+        self.steps_spin.setValue(100)  # selfsup.DEFAULT_STEPS (tests check they agree)
+        self.lr_edit = QLineEdit("2e-4")  # selfsup.DEFAULT_LR
         self.patch_spin = QSpinBox()
         self.patch_spin.setRange(8, 1024)
         self.patch_spin.setSingleStep(8)
