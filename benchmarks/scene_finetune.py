@@ -52,7 +52,7 @@ def load(name: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", nargs="+", default=list(SCENES))
+    ap.add_argument("--scenes", nargs="*", default=list(SCENES), help="none: only --houston")
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--psf", default="wald")
     ap.add_argument("--steps", type=int, default=None, help="default: the fine-tune's (selfsup.DEFAULT_STEPS)")
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the fine-tune's, selfsup.DEFAULT_LR)")
     ap.add_argument("--consistency", type=float, default=None, help="default: the fine-tune's (selfsup.DEFAULT_CONSISTENCY)")
-    ap.add_argument("--cons-patch", type=int, default=None, help="HR side of the consistency patch (default: the fine-tune's)")
+    ap.add_argument("--cons-patch", type=int, default=None, help="HR side of the consistency patch (default: the fine-tune's, selfsup.DEFAULT_CONSISTENCY_PATCH)")
     ap.add_argument("--start", default="new", help="new | a weights path (adapted when the band counts differ)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--houston", action="store_true", help="also the real Houston 2018 pair (QNR)")
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
 
     a.consistency = selfsup.DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
     a.steps = a.steps or selfsup.DEFAULT_STEPS
+    a.cons_patch = a.cons_patch or selfsup.DEFAULT_CONSISTENCY_PATCH
     threads = set_threads(a.threads)
     print(f"[bench] torch threads {threads}; steps {a.steps}, batch {a.batch}, patch {a.patch}, "
           f"lr {a.lr or selfsup.DEFAULT_LR}, "

@@ -360,7 +360,8 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
         "training": {"start_weights": start_name, "start_mode": info["mode"],
                      "reinitialised": info["reinitialised"], "steps": cfg.steps, "steps_done": last.step,
                      "seconds": round(last.elapsed, 1), "lr": cfg.lr, "batch": a.batch,
-                     "patch": report.get("patch"), "consistency": consistency, "threads": threads, "device": str(device),
+                     "patch": report.get("patch"), "consistency": consistency,
+                     "consistency_patch": report.get("consistency_patch"), "threads": threads, "device": str(device),
                      "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
     }
     paths = save_weights(model, out, card, overwrite=a.overwrite)

@@ -51,6 +51,11 @@ DEFAULT_LR = 2e-4
 #: Mall (200 steps, 1e-4): weight 0 47.22 dB, 5 47.54, 20 47.67, 100 47.71 against glp-hs's
 #: 47.67; 100 and 300 tied at 100 steps (README, benchmarks/scene_finetune.py).
 DEFAULT_CONSISTENCY = 100.0
+#: HR side of the observed-pair patch the consistency losses see each step. Its forward and
+#: backward cost as much as the reduced batch's or more (191 bands, two threads: 96² about 1.6 s,
+#: 128² 2.7 s, the batch of 4 × 32² 1.0–1.4 s); 96 keeps a 512×512 scene's fine-tune to a few
+#: minutes. 64 ended 0.03 dB lower on DC Mall (whose 100×100 scene the table's runs cover with 96).
+DEFAULT_CONSISTENCY_PATCH = 96
 
 
 def scene_config(steps: int | None = None, lr: float | None = None, batch: int = 4, patch: int = 32,
@@ -203,7 +208,7 @@ def finetune_scene(
     srf: Any = None,
     degradation: Degradation | None = None,
     consistency: float = DEFAULT_CONSISTENCY,
-    consistency_patch: int | None = None,
+    consistency_patch: int = DEFAULT_CONSISTENCY_PATCH,
     augment: bool = True,
     report: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
@@ -241,7 +246,7 @@ def finetune_scene(
     side = min(min(sc.ref.shape[-2:]) for sc in scenes)
     cfg = copy.copy(cfg)
     cfg.patch = max(unit, min(cfg.patch, (side // unit) * unit or side))
-    extra = None
+    extra, full_patch = None, None
     if consistency > 0:
         lr_t = torch.from_numpy(lr.data)
         ms_t = torch.from_numpy(np.ascontiguousarray(msi.data[:, : lr.shape[1] * deg.scale, : lr.shape[2] * deg.scale]))
@@ -250,8 +255,7 @@ def finetune_scene(
         lr_t, ms_t = lr_t.to(dev), ms_t.to(dev)
         base_t = None if base_t is None else base_t.to(dev)
         g = torch.Generator().manual_seed(cfg.seed + 1)
-        want = consistency_patch or cfg.patch * deg.scale
-        full_patch = max(unit, (min(want, ms_t.shape[-2], ms_t.shape[-1]) // unit) * unit)
+        full_patch = max(unit, (min(consistency_patch, ms_t.shape[-2], ms_t.shape[-1]) // unit) * unit)
 
         def extra(mod: CoFusion) -> torch.Tensor:
             return consistency * _consistency_loss(mod, lr_t, ms_t, base_t, deg, srf_t, full_patch, g)
@@ -267,6 +271,7 @@ def finetune_scene(
         if report is not None:
             report["reduced_after"] = _reduced_loss(model, scenes)
             report["patch"] = cfg.patch
+            report["consistency_patch"] = full_patch if consistency > 0 else None
 
 
 @torch.inference_mode()
