@@ -278,6 +278,7 @@ def test_scene_only_finetune_on_real_pair(make_napari_viewer, qtbot, shared_data
     assert info["steps_done"] == 4 and "re-initialised" in info["start_weights"]
     assert info["degradation"]["sigma"] == pytest.approx(deg.sigma)  # the estimate was reused
     assert info["reduced_l1_after"] is not None and info["consistency_weight"] > 0
+    assert info["consistency_patch"] % 8 == 0 and info["consistency_patch"] >= 8
     model = w.finetuned_model
     assert model.cfg.hs_bands == 48 and model.psf["kind"] == "gaussian"
     w.method_combo.setCurrentText("cofusion")

@@ -37,11 +37,11 @@ from .train import Progress, Scene, TrainConfig, classical_base, resolve_device,
 __all__ = ["adapt_model", "dihedral_pair", "reduced_scenes", "finetune_scene", "scene_config", "DEFAULT_STEPS", "DEFAULT_LR",
            "DEFAULT_CONSISTENCY"]
 
-#: The default step budget and peak learning rate of a scene fine-tune: with the consistency
-#: losses, about 5 minutes on one core of this project's CPU (the other core busy) for the 400×400
-#: DC Mall pair, fewer on two free cores (README, benchmarks/scene_finetune.py). 200 steps at 1e-4
-#: ended at the same PSNR in twice the time; 200 steps at 4e-4 fitted the reduced pair further
-#: and ended below glp-hs on DC Mall.
+#: The default step budget and peak learning rate of a scene fine-tune: 5 min 8 s on two threads of
+#: this project's CPU for the real Houston pair (RGB 512×512, 48 bands), 2–7 minutes on one
+#: thread (the other core busy) for the README's simulated crops (README, benchmarks/scene_finetune.py).
+#: 200 steps at 1e-4 ended at the same PSNR on DC Mall in twice the time; 200 steps at 4e-4 fitted
+#: the reduced pair further and ended below glp-hs there.
 DEFAULT_STEPS = 100
 DEFAULT_LR = 2e-4
 #: Weight of the full-resolution consistency losses (the output re-degraded by the estimated PSF
@@ -49,12 +49,12 @@ DEFAULT_LR = 2e-4
 #: alone fits the reduced pair without the gain carrying over to the full resolution (it ended
 #: below glp-hs on DC Mall, PaviaU and Salinas-A); the consistency losses carry the gain. On DC
 #: Mall (200 steps, 1e-4): weight 0 47.22 dB, 5 47.54, 20 47.67, 100 47.71 against glp-hs's
-#: 47.67; 100 and 300 tied at 100 steps (README, benchmarks/scene_finetune.py).
+#: 47.67; 100 and 300 tied at 100 steps of 2e-4 (README, benchmarks/scene_finetune.py).
 DEFAULT_CONSISTENCY = 100.0
 #: HR side of the observed-pair patch the consistency losses see each step. Its forward and
-#: backward cost as much as the reduced batch's or more (191 bands, two threads: 96² about 1.6 s,
-#: 128² 2.7 s, the batch of 4 × 32² 1.0–1.4 s); 96 keeps a 512×512 scene's fine-tune to a few
-#: minutes. 64 ended 0.03 dB lower on DC Mall (whose 100×100 scene the table's runs cover with 96).
+#: backward cost as much as the reduced batch's or more (191 bands, two threads: 64² 1.0 s, 128²
+#: 2.7 s, the batch of 4 × 32² 1.0–1.4 s); 96 keeps a 512×512 scene's fine-tune near 5 minutes.
+#: 64 ended 0.03 dB lower on DC Mall (whose 100×100 scene the table's runs cover with 96).
 DEFAULT_CONSISTENCY_PATCH = 96
 
 

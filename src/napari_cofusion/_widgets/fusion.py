@@ -1119,7 +1119,8 @@ class FusionWidget(QWidget):
             ft["psf"], ft["srf"] = deg["psf"], deg["srf"]
             model.psf = deg["psf"]
             ft["source"] = {**ft["source"], "degradation": deg, "reduced_l1_before": report.get("reduced_before"),
-                            "reduced_l1_after": report.get("reduced_after")}
+                            "reduced_l1_after": report.get("reduced_after"),
+                            "consistency_patch": report.get("consistency_patch")}
             self.degradation_report = report
         self.finetuned_model = model
         self.finetuned_info = {
