@@ -70,10 +70,10 @@ def main(argv=None) -> int:
 
     a.consistency = selfsup.DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
     a.steps = a.steps or selfsup.DEFAULT_STEPS
+    a.lr = a.lr or selfsup.DEFAULT_LR
     a.cons_patch = a.cons_patch or selfsup.DEFAULT_CONSISTENCY_PATCH
     threads = set_threads(a.threads)
-    print(f"[bench] torch threads {threads}; steps {a.steps}, batch {a.batch}, patch {a.patch}, "
-          f"lr {a.lr or selfsup.DEFAULT_LR}, "
+    print(f"[bench] torch threads {threads}; steps {a.steps}, batch {a.batch}, patch {a.patch}, lr {a.lr}, "
           f"consistency {a.consistency}, start {a.start}", flush=True)
     start_model = None
     if a.start != "new":

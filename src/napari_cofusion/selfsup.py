@@ -60,7 +60,7 @@ DEFAULT_CONSISTENCY_PATCH = 96
 
 def scene_config(steps: int | None = None, lr: float | None = None, batch: int = 4, patch: int = 32,
                  seed: int = 0) -> TrainConfig:
-    """The training configuration of a scene fine-tune (the CLI's, the benchmark's and
+    """The training configuration of a scene fine-tune (the CLI's, the widget's, the benchmark's and
     :func:`finetune_scene`'s default): ``steps`` / ``lr`` default to :data:`DEFAULT_STEPS` /
     :data:`DEFAULT_LR`; linear warm-up over a tenth of the steps (at most 50); no validation or
     periodic checkpoints (there is no reference to validate on)."""
@@ -271,7 +271,7 @@ def finetune_scene(
         if report is not None:
             report["reduced_after"] = _reduced_loss(model, scenes)
             report["patch"] = cfg.patch
-            report["consistency_patch"] = full_patch if consistency > 0 else None
+            report["consistency_patch"] = full_patch  # None without the consistency losses
 
 
 @torch.inference_mode()

@@ -920,7 +920,7 @@ class FusionWidget(QWidget):
 
     # ------------------------------------------------------------------ fine-tune
     def _train_config(self):
-        from ..train import TrainConfig
+        from ..selfsup import scene_config
 
         try:
             lr = float(self.lr_edit.text())
@@ -929,8 +929,7 @@ class FusionWidget(QWidget):
         if not (lr > 0 and math.isfinite(lr)):
             raise CubeError(f"learning rate must be positive, got {lr}")
         steps = int(self.steps_spin.value())
-        return TrainConfig(steps=steps, batch=int(self.batch_spin.value()), patch=int(self.patch_spin.value()), lr=lr,
-                           warmup=max(1, min(50, steps // 10)), val_every=steps + 1, ckpt_every=steps + 1, seed=0)
+        return scene_config(steps, lr, int(self.batch_spin.value()), int(self.patch_spin.value()), seed=0)
 
     @staticmethod
     def _patch_for(patch: int, scale: int) -> int:
