@@ -51,6 +51,12 @@ def test_validation_metrics_match_the_card(shipped, shared_data):
     base = [full_reference(sc.base.numpy(), sc.ref.numpy(), sc.scale) for sc in scenes]
     assert got["psnr"] > np.mean([b["psnr"] for b in base]) + 0.3
     assert got["sam"] < np.mean([b["sam"] for b in base])
+    # with fuse()'s default data-consistency step (what a user gets from `fuse --method cofusion`)
+    dc = validate(model, scenes, consistency="auto")
+    want = card["validation_consistency"]
+    assert dc["psnr"] == pytest.approx(want["psnr"], abs=0.01)
+    assert dc["sam"] == pytest.approx(want["sam"], abs=0.005)
+    assert dc["psnr"] > got["psnr"] and dc["sam"] < got["sam"]
 
 
 def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, capsys):
@@ -62,7 +68,7 @@ def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, caps
     out = tmp_path / "fused.hdr"
     assert main(["fuse", "--lr", str(pair / "lr.hdr"), "--msi", str(pair / "msi.hdr"), "--method", "cofusion",
                  "--out", str(out)]) == 0
-    capsys.readouterr()
+    assert "data consistency: projected" in capsys.readouterr().out
     assert main(["evaluate", "--fused", str(out), "--ref", str(pair / "ref.hdr"), "--scale", "4", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["psnr"] > 45.0 and np.isfinite(res["sam"])

@@ -105,6 +105,19 @@ def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
     w.run_fusion()
     _wait_idle(qtbot, w)
     assert "glp-hs fused [1]" in viewer.layers and "glp-hs fused" in viewer.layers
+    # the consistency choice follows the method's default, and "on" projects the baseline too
+    assert w.consistency_combo.currentText() == "off"
+    w.method_combo.setCurrentText("cofusion")
+    assert w.consistency_combo.currentText() == "auto"
+    w.method_combo.setCurrentText("glp-hs")
+    assert w.consistency_combo.currentText() == "off"
+    w.consistency_combo.setCurrentText("on")
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    dc = w.last_result_layer
+    assert dc.name == "glp-hs fused [2]" and dc.metadata["consistency"]["applied"]
+    assert "projected onto the observations" in w.status_label.text()
+    assert metrics.psnr(dc.data, cave_val_ref.data) > metrics.psnr(out.data, cave_val_ref.data)
 
 
 # ------------------------------------------------------------------------------- learned model

@@ -60,6 +60,7 @@ def _read_pair(a: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _cmd_fuse(a: argparse.Namespace) -> int:
+    from .consistency import describe_consistency
     from .io import write_cube
     from .methods import fuse
 
@@ -72,10 +73,12 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
         opts["weights"] = a.weights
     if getattr(a, "device", None):
         opts["device"] = a.device
-    res = fuse(lr, msi, a.method, psf=a.psf, **opts)
+    res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, **opts)
     res.cube.name = out.stem
     write_cube(res.cube, out, overwrite=a.overwrite)
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
+    if res.consistency:
+        print(f"data consistency: {describe_consistency(res.consistency)}")
     return 0
 
 
@@ -137,7 +140,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .methods import fuse
     from .models import CoFusion, CoFusionConfig
     from .simulate import protocol_recipe, simulate_pair
-    from .train import TrainConfig, resolve_device, set_threads, train
+    from .train import TrainConfig, resolve_device, set_threads, train, validate
     from .weights import save_weights
 
     threads = set_threads(a.threads)
@@ -166,10 +169,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
     jobs += [(str(p), a.crop, recipe, with_base, 0, False) for p in va]
     built = _build_scenes(jobs, a.workers)
     train_scenes, val_scenes = built[: len(built) - len(va)], built[len(built) - len(va):]
-    baseline = []
+    baseline, baseline_dc = [], []
     for p in va:
         pair = simulate_pair(_read_ref(p, a.crop), **recipe)
-        baseline.append(metrics.full_reference(fuse(pair.lr, pair.msi, "glp-hs").cube.data, pair.reference.data, proto["scale"]))
+        for rows, mode in ((baseline, "off"), (baseline_dc, "auto")):
+            z = fuse(pair.lr, pair.msi, "glp-hs", consistency=mode).cube.data
+            rows.append(metrics.full_reference(z, pair.reference.data, proto["scale"]))
     print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(train_scenes)} with augmentation)", flush=True)
     ref0 = train_scenes[0]
     cfg = CoFusionConfig(hs_bands=ref0.ref.shape[0], ms_bands=ref0.msi.shape[0], scale=proto["scale"], base=a.base,
@@ -194,7 +199,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C: stop, keep the best state so far, still write the weights
         loop.close()
         print(f"[train] stopped at step {last.step if last else 0}", flush=True)
-    base_mean = {k: float(np.mean([b[k] for b in baseline])) for k in baseline[0]} if baseline else None
+    def mean(rows: list[dict[str, float]]) -> dict[str, float] | None:
+        return {k: float(np.mean([b[k] for b in rows])) for k in rows[0]} if rows else None
+
+    base_mean = mean(baseline)
+    # the network with fuse()'s default data-consistency step, and the baseline with the same step
+    val_dc = validate(model, val_scenes, consistency="auto") if val_scenes and last else None
     ref_cube = read_cube(tr[0])
     card = {
         "architecture": "cofusion",
@@ -212,6 +222,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                      "seconds": round(last.elapsed, 1) if last else 0.0, "threads": threads, "device": dev_name},
         "validation": last.best_val if last else None,
         "validation_glp_hs": base_mean,
+        "validation_consistency": val_dc,
+        "validation_glp_hs_consistency": mean(baseline_dc),
     }
     paths = save_weights(model, out, card, overwrite=a.overwrite)
     print(f"[train] wrote {paths[0]} and {paths[1]}", flush=True)
@@ -407,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak)")
     f.add_argument("--recipe", default=None, help="recipe.json of a simulated pair (default: beside --lr)")
     f.add_argument("--device", default=None, help="cpu (default) or cuda for learned methods")
+    f.add_argument("--consistency", choices=["auto", "on", "off"], default=None,
+                   help="project the result onto the LRHSI and HRMSI it came from (default: the method's; auto for "
+                        "cofusion: when the PSF and a fitted SRF explain the pair, off for the baselines)")
     f.add_argument("--out", required=True)
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=_cmd_fuse)

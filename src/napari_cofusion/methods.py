@@ -42,6 +42,9 @@ class FusionMethod:
     #: ``defaults(lr, msi, scale, options) -> {"psf": ..., "phase": ...}``: the degradations to
     #: assume when neither the call nor the LRHSI's recipe gives them (e.g. the weights card's)
     defaults: Callable[..., dict[str, Any]] | None = None
+    #: the data-consistency step (``napari_cofusion.consistency``) used when ``fuse`` is not told:
+    #: "off" for the classical baselines (kept as defined), "auto" for the learned model
+    consistency: str = "off"
 
 
 _REGISTRY: dict[str, FusionMethod] = {}
@@ -93,6 +96,7 @@ class FusionResult:
     method: str
     scale: int
     seconds: float = 0.0
+    consistency: dict[str, Any] | None = None  # the data-consistency step's report, when it ran
 
 
 # ---------------------------------------------------------------------------- classical methods
@@ -161,6 +165,7 @@ def fuse(
     psf: "str | PSF | dict | None" = None,
     phase: int | None = None,
     clip: bool = True,
+    consistency: str | None = None,
     **options: Any,
 ) -> FusionResult:
     """Fuse a pair with a registered method. The scale is inferred from the sizes and checked.
@@ -168,6 +173,9 @@ def fuse(
     ``psf`` is the blur that relates the LRHSI to the HR scene (default: the ``recipe`` in the
     LRHSI's metadata when it was simulated, else ``weak``); ``phase`` the decimation phase
     (default the recipe's, else scale // 2). Learned methods take ``weights=``.
+    ``consistency`` ("auto", "on", "off"; default: the method's) projects the result onto the
+    observations (:mod:`napari_cofusion.consistency`); its report is ``FusionResult.consistency``
+    and the cube's ``meta["consistency"]``.
     """
     import time
 
@@ -186,15 +194,23 @@ def fuse(
     kernel = PSF.parse(psf).kernel(scale)
     t0 = time.perf_counter()
     out = m.run(lr.data, msi.data, scale=scale, kernel=kernel, phase=ph, lr_cube=lr, msi_cube=msi, **options)
+    mode = m.consistency if consistency is None else consistency
+    report = None
+    if mode != "off" or consistency is not None:
+        from .consistency import enforce
+
+        out, rep = enforce(np.clip(out, 0.0, 1.0), lr.data, msi.data, kernel, scale, ph, mode)
+        report = rep.to_json()
     secs = time.perf_counter() - t0
     if clip:
         out = np.clip(out, 0.0, 1.0)
     cube = Cube(
         np.ascontiguousarray(out, dtype=np.float32), wavelengths=lr.wavelengths, norm_scale=lr.norm_scale,
         name=f"{method} fused", source=f"{method}({lr.name}, {msi.name})",
-        meta={"method": method, "scale": scale, "psf": PSF.parse(psf).to_json()},
+        meta={"method": method, "scale": scale, "psf": PSF.parse(psf).to_json(),
+              **({"consistency": report} if report else {})},
     )
-    return FusionResult(cube=cube, method=method, scale=scale, seconds=secs)
+    return FusionResult(cube=cube, method=method, scale=scale, seconds=secs, consistency=report)
 
 
 def iter_methods() -> Iterator[FusionMethod]:

@@ -93,4 +93,4 @@ def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
 
 
 register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion,
-                      needs_weights=True, defaults=_defaults))
+                      needs_weights=True, defaults=_defaults, consistency="auto"))

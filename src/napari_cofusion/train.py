@@ -194,10 +194,17 @@ def predict(model: CoFusion, lr: torch.Tensor, msi: torch.Tensor, base: torch.Te
     return out
 
 
-def validate(model: CoFusion, scenes: Sequence[Scene]) -> dict[str, float]:
+def validate(model: CoFusion, scenes: Sequence[Scene], consistency: str = "off") -> dict[str, float]:
+    """Mean PROTOCOL.md metrics over whole scenes; ``consistency`` as in ``methods.fuse`` (the
+    training loop selects on the network alone, "off")."""
     res = []
     for sc in scenes:
         z = predict(model, sc.lr, sc.msi, sc.base)
+        if consistency != "off":
+            from .consistency import enforce
+
+            z = torch.from_numpy(enforce(z.cpu().numpy(), sc.lr.cpu().numpy(), sc.msi.cpu().numpy(), sc.kernel,
+                                         sc.scale, sc.phase, consistency)[0])
         res.append(metrics.full_reference(z.cpu().numpy(), sc.ref.cpu().numpy(), sc.scale))
     return {k: float(np.mean([r[k] for r in res])) for k in res[0]}
 

@@ -353,9 +353,17 @@ class FusionWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
         self.device_combo.setToolTip("Where CoFusion runs and fine-tunes: the CPU, or a CUDA GPU where torch sees one")
+        self.consistency_combo = QComboBox()
+        self.consistency_combo.addItems(["auto", "on", "off"])
+        self.consistency_combo.setToolTip(
+            "Project the result onto the LRHSI and HRMSI it came from, so that blurring and decimating it gives the "
+            "LRHSI and the SRF gives the HRMSI. auto: only when the PSF and an SRF fitted to the pair explain the pair "
+            "(simulated pairs, clean data); off for noisy or real pairs the model does not fit. Set to each method's "
+            "default when the method changes (auto for CoFusion, off for the baselines).")
         f.addRow("Method", self.method_combo)
         f.addRow("Weights", self.weights_combo)
         f.addRow("Device", self.device_combo)
+        f.addRow("Consistency", self.consistency_combo)
         f.addRow(self.run_button)
         root.addWidget(run)
 
@@ -636,6 +644,10 @@ class FusionWidget(QWidget):
         except CubeError:
             needs = False
         self.weights_combo.setEnabled(needs)
+        try:
+            self.consistency_combo.setCurrentText(methods.get_method(name).consistency)
+        except CubeError:
+            pass
 
     def _weights_entries(self, with_new: bool) -> list[tuple[str, str]]:
         entries = [(W_NEW, "new")] if with_new else []
@@ -817,7 +829,12 @@ class FusionWidget(QWidget):
             cube.name = name
             cube.meta.update(self._job.get("result_meta", {}), seconds=round(float(result.seconds), 3))
             self.last_result_layer = add_cube(self.viewer, cube, name=name)
-            self._status(f"{name}: {cube.bands} bands, {cube.shape[1]}×{cube.shape[2]} in {result.seconds:.1f} s")
+            note = ""
+            if result.consistency and result.consistency.get("mode") != "off":
+                from ..consistency import describe_consistency
+
+                note = f"; consistency: {describe_consistency(result.consistency)}"
+            self._status(f"{name}: {cube.bands} bands, {cube.shape[1]}×{cube.shape[2]} in {result.seconds:.1f} s{note}")
         except Exception as exc:  # noqa: BLE001 - never let a slot raise
             self._fail(f"could not add the result layer: {exc}")
 
@@ -895,7 +912,7 @@ class FusionWidget(QWidget):
         try:
             lr_layer, msi_layer = self._layer(self.lr_combo), self._layer(self.msi_combo)
             lr, msi = layer_cube(lr_layer), layer_cube(msi_layer)
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = {"consistency": self.consistency_combo.currentText()}
             meta: dict[str, Any] = {"inputs": [lr_layer.name, msi_layer.name]}
             if methods.get_method(method).needs_weights:
                 options["device"] = self.device_combo.currentText()

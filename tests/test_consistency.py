@@ -1,0 +1,76 @@
+"""The data-consistency projection: it brings a fused cube closer to the truth and into agreement
+with the observations when the PSF/SRF explain the pair, and stays out of the way when they do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cofusion import metrics
+from napari_cofusion.consistency import AUTO_MAX_RESIDUAL, enforce, observation_srf, project_observations
+from napari_cofusion.cube import CubeError
+from napari_cofusion.methods import fuse
+from napari_cofusion.samples import bundled_reference, houston_pair
+from napari_cofusion.simulate import simulate_pair
+from napari_cofusion.srf import get_srf
+
+
+def _pair(protocol: str, **kw):
+    p = simulate_pair(bundled_reference(), protocol=protocol, **kw)
+    return p, p.recipe.kernel(), p.recipe.scale, p.recipe.decimation_phase
+
+
+@pytest.mark.parametrize("protocol", ["cave-x4", "cave-wald-x4", "cave-x8"])
+def test_projection_moves_towards_the_truth_and_fits_the_observations(protocol):
+    """Non-expansive towards the reference (it lies in both constraint sets), on both PSF presets
+    (disjoint and overlapping LR footprints, where CG has work to do)."""
+    p, k, s, ph = _pair(protocol)
+    x = p.reference.data
+    for method in ("bicubic", "glp-hs"):
+        z = fuse(p.lr, p.msi, method).cube.data
+        out, rep = enforce(z, p.lr.data, p.msi.data, k, s, ph, "on")
+        assert out.shape == z.shape and out.dtype == np.float32
+        assert rep.applied and rep.fit_residual < 1e-4
+        assert np.linalg.norm(out - x) < np.linalg.norm(z - x)
+        assert metrics.full_reference(out, x, s)["psnr"] > metrics.full_reference(z, x, s)["psnr"]
+        # the result agrees with both observations far better than before
+        assert rep.lr_mismatch_after < 0.2 * rep.lr_mismatch_before
+        assert rep.msi_mismatch_after < 0.5 * rep.msi_mismatch_before
+        assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_fitted_srf_recovers_the_simulated_one():
+    p, k, s, ph = _pair("cave-x4")
+    R, fit = observation_srf(p.lr.data, p.msi.data, k, s, ph)
+    true = get_srf("nikon-d700").matrix_for(31, p.lr.wavelengths)
+    assert R.shape == (3, 31) and fit < 1e-4
+    assert np.abs(R - true).max() < 1e-3
+
+
+def test_auto_leaves_noisy_and_real_pairs_alone():
+    p, k, s, ph = _pair("cave-x4", snr_db=30, seed=0)
+    z = fuse(p.lr, p.msi, "glp-hs").cube.data
+    out, rep = enforce(z, p.lr.data, p.msi.data, k, s, ph, "auto")
+    assert not rep.applied and rep.fit_residual > AUTO_MAX_RESIDUAL and "fit residual" in rep.reason
+    assert out is z
+    hs, rgb = houston_pair()
+    res = fuse(hs, rgb, "glp-hs", consistency="auto")
+    assert res.consistency is not None and not res.consistency["applied"]
+    assert res.cube.meta["consistency"]["fit_residual"] > AUTO_MAX_RESIDUAL
+
+
+def test_fuse_reports_the_step_and_keeps_baselines_as_defined():
+    p, k, s, ph = _pair("cave-x4")
+    plain = fuse(p.lr, p.msi, "glp-hs")
+    assert plain.consistency is None and "consistency" not in plain.cube.meta
+    dc = fuse(p.lr, p.msi, "glp-hs", consistency="auto")
+    assert dc.consistency["applied"] and dc.cube.meta["consistency"]["mode"] == "auto"
+    assert not np.array_equal(plain.cube.data, dc.cube.data)
+    with pytest.raises(CubeError, match="consistency must be one of"):
+        fuse(p.lr, p.msi, "glp-hs", consistency="always")
+
+
+def test_wrong_srf_shape_is_a_clear_error():
+    p, k, s, ph = _pair("cave-x4")
+    with pytest.raises(CubeError, match="SRF is 3×30"):
+        project_observations(p.reference.data, p.lr.data, p.msi.data, k, s, ph, np.ones((3, 30)) / 30)
