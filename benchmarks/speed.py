@@ -56,18 +56,20 @@ def main() -> None:
         pair = simulate_pair(ref, protocol="cave-x4")
         write_cube(pair.lr, tmp / "lr.hdr")
         write_cube(pair.msi, tmp / "msi.hdr")
-        methods = ["bicubic", "glp-hs", "cofusion"]
+        # cofusion as a user runs it (with its default data-consistency step), and without the step
+        methods = {"bicubic": [], "glp-hs": [], "cofusion": [], "cofusion, consistency off": ["--consistency", "off"]}
         print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
         print(f"\n## Whole job, file to file ({a.scene}: LRHSI {pair.lr.shape} + HRMSI {pair.msi.shape} → ×4), "
               f"median of {a.repeats} runs (each run its own process; peak RSS is the largest over runs)\n")
         res = {}
-        for m in methods:
+        for m, flags in methods.items():
             walls, peaks = [], []
+            method = m.split(",")[0]
             for i in range(a.repeats):
-                out = tmp / f"{m}-{i}.hdr"
-                extra = ["--weights", a.weights] if (m == "cofusion" and a.weights) else []
+                out = tmp / f"{method}-{len(res)}-{i}.hdr"
+                extra = ["--weights", a.weights] if (method == "cofusion" and a.weights) else []
                 w, p = run_job(cli, ["fuse", "--lr", str(tmp / "lr.hdr"), "--msi", str(tmp / "msi.hdr"),
-                                     "--method", m, "--psf", "weak", "--out", str(out), *extra])
+                                     "--method", method, "--psf", "weak", "--out", str(out), *extra, *flags])
                 walls.append(w)
                 peaks.append(p)
             res[m] = (statistics.median(walls), max(peaks))
