@@ -51,7 +51,7 @@ MODES = ("auto", "on", "off")
 #: ``auto`` projects when the pair's SRF/PSF fit residual is at most this (relative)
 AUTO_MAX_RESIDUAL = 5e-3
 #: the spatial correction's Gaussian spread, in HR pixels per unit of scale (1.5 px at ×4; chosen on
-#: the CAVE validation scenes among 0.125–0.5·s, README)
+#: the CAVE validation scenes among 0.25–0.5·s and the PSF-shaped orthogonal projection, README)
 SPREAD_SIGMA_PER_SCALE = 0.375
 _CHUNK_ELEMENTS = 1 << 24  # elements a chunk may hold
 
