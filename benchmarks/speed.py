@@ -57,14 +57,15 @@ def main() -> None:
         write_cube(pair.lr, tmp / "lr.hdr")
         write_cube(pair.msi, tmp / "msi.hdr")
         # cofusion as a user runs it (with its default data-consistency step), and without the step
-        methods = {"bicubic": [], "glp-hs": [], "cofusion": [], "cofusion, consistency off": ["--consistency", "off"]}
+        # (row label, method, extra fuse flags)
+        methods = [("bicubic", "bicubic", []), ("glp-hs", "glp-hs", []), ("cofusion", "cofusion", []),
+                   ("cofusion, consistency off", "cofusion", ["--consistency", "off"])]
         print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
         print(f"\n## Whole job, file to file ({a.scene}: LRHSI {pair.lr.shape} + HRMSI {pair.msi.shape} → ×4), "
               f"median of {a.repeats} runs (each run its own process; peak RSS is the largest over runs)\n")
         res = {}
-        for m, flags in methods.items():
+        for m, method, flags in methods:
             walls, peaks = [], []
-            method = m.split(",")[0]
             for i in range(a.repeats):
                 out = tmp / f"{method}-{len(res)}-{i}.hdr"
                 extra = ["--weights", a.weights] if (method == "cofusion" and a.weights) else []

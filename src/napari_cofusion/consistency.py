@@ -77,21 +77,16 @@ class ConsistencyReport:
 def observation_srf(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int) -> tuple[np.ndarray, float]:
     """The SRF R (c, C) that best maps the LRHSI to the MSI degraded by the PSF, and the fit's
     relative residual (how well the PSF and a linear SRF explain the pair)."""
-    from .estimate import _degrade, fit_srf, srf_residual
+    from .estimate import _degrade, fit_srf, srf_misfit
 
     msi_lr = _degrade(msi, kernel, scale, phase, lr.shape[-2:])
-    R, _ = fit_srf(lr.astype(np.float64), msi_lr, smooth=0.0)
-    return R, srf_residual(lr, msi, R, kernel, scale, phase)
+    R, _ = fit_srf(lr.astype(np.float64), msi_lr, smooth=0.0)  # its residual is on a subset of pixels
+    return R, srf_misfit(lr, msi_lr, R)
 
 
 def _lr_op(x: torch.Tensor, kernel: np.ndarray, scale: int, phase: int, hw: tuple[int, int]) -> torch.Tensor:
-    """A·x: ``ops.degrade`` (blur with the same padding, then decimate) computed only at the kept
-    pixels, by a strided convolution; (b, H, W) → (b, h, w)."""
-    k = torch.flip(torch.as_tensor(kernel, dtype=x.dtype), dims=(0, 1))
-    kh, kw = k.shape
-    xp = ops._pad_reflect(x[:, None], kh // 2, kw // 2)
-    out = F.conv2d(xp[..., phase:, phase:], k[None, None], stride=scale)[:, 0]
-    return out[:, : hw[0], : hw[1]]
+    """A·x = ``ops.degrade`` cropped to the LRHSI's size; (b, H, W) → (b, h, w)."""
+    return ops.degrade(x, kernel, scale, phase)[..., : hw[0], : hw[1]]
 
 
 def spread_kernel(scale: int) -> np.ndarray:

@@ -114,9 +114,13 @@ def fit_srf(lr: np.ndarray, msi_lr: np.ndarray, smooth: float = 1e-3) -> tuple[n
 
 def srf_residual(lr: np.ndarray, msi: np.ndarray, R: np.ndarray, kernel: np.ndarray, scale: int, phase: int) -> float:
     """Relative residual of ``D_p(B * MSI) ≈ R · LR`` for a given SRF and PSF."""
-    m = _degrade(msi, kernel, scale, phase, lr.shape[-2:])
+    return srf_misfit(lr, _degrade(msi, kernel, scale, phase, lr.shape[-2:]), R)
+
+
+def srf_misfit(lr: np.ndarray, msi_lr: np.ndarray, R: np.ndarray) -> float:
+    """``‖msi_lr − R·lr‖ / ‖msi_lr‖`` over every LR pixel (the MSI already degraded to the LR grid)."""
     pred = np.einsum("kc,chw->khw", R, lr)
-    return float(np.linalg.norm(m - pred) / max(np.linalg.norm(m), 1e-12))
+    return float(np.linalg.norm(msi_lr - pred) / max(np.linalg.norm(msi_lr), 1e-12))
 
 
 def _degrade(msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int, lr_hw) -> np.ndarray:

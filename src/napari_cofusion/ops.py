@@ -63,18 +63,25 @@ def _pad_reflect(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     return F.pad(x, (pw, pw, ph, ph), mode="replicate")
 
 
+def _filter(x: torch.Tensor, kernel: np.ndarray | torch.Tensor, stride: int = 1, offset: int = 0) -> torch.Tensor:
+    """Every band convolved with the same 2-D kernel on the reflect-padded (B, C, H, W) input,
+    evaluated at pixels ``offset + stride·i`` of the blurred image (uncropped)."""
+    k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
+    kh, kw = k.shape
+    xp = _pad_reflect(x, kh // 2, kw // 2)
+    # conv2d is cross-correlation: flip so that non-symmetric kernels act as a convolution
+    weight = torch.flip(k, dims=(0, 1)).expand(x.shape[1], 1, kh, kw)
+    xp = xp[..., offset:, offset:]
+    short_h, short_w = max(0, kh - xp.shape[-2]), max(0, kw - xp.shape[-1])
+    if short_h or short_w:  # an offset past a tiny image: outputs that the callers crop away
+        xp = F.pad(xp, (0, short_w, 0, short_h))
+    return F.conv2d(xp, weight, groups=x.shape[1], stride=stride)
+
+
 def blur(x: torch.Tensor, kernel: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Convolve every band with the same 2-D kernel, reflect padding, output the input's size."""
     xb, squeezed = as_batch(x)
-    k = torch.as_tensor(kernel, dtype=xb.dtype, device=xb.device)
-    kh, kw = k.shape
-    c = xb.shape[1]
-    xp = _pad_reflect(xb, kh // 2, kw // 2)
-    # conv2d is cross-correlation: flip so that non-symmetric kernels act as a convolution
-    weight = torch.flip(k, dims=(0, 1)).expand(c, 1, kh, kw)
-    out = F.conv2d(xp, weight, groups=c)
-    if kh % 2 == 0 or kw % 2 == 0:  # even kernels: keep the output the input's size
-        out = out[..., : xb.shape[-2], : xb.shape[-1]]
+    out = _filter(xb, kernel)[..., : xb.shape[-2], : xb.shape[-1]]  # even kernels give one more
     return out.squeeze(0) if squeezed else out
 
 
@@ -85,8 +92,13 @@ def decimate(x: torch.Tensor, scale: int, phase: int | None = None) -> torch.Ten
 
 
 def degrade(x: torch.Tensor, kernel: np.ndarray | torch.Tensor, scale: int, phase: int | None = None) -> torch.Tensor:
-    """Spatial degradation: blur by the PSF, then decimate."""
-    return decimate(blur(x, kernel), scale, phase)
+    """Spatial degradation: blur by the PSF, then decimate; the blur is evaluated only at the
+    pixels decimation keeps (a strided convolution: same values as ``decimate(blur(x))``)."""
+    xb, squeezed = as_batch(x)
+    p = scale // 2 if phase is None else phase
+    H, W = xb.shape[-2:]
+    out = _filter(xb, kernel, scale, p)[..., : len(range(p, H, scale)), : len(range(p, W, scale))]
+    return out.squeeze(0) if squeezed else out
 
 
 def upsample(x: torch.Tensor, scale: int, phase: int | None = None, out_size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -640,14 +640,12 @@ class FusionWidget(QWidget):
     # ------------------------------------------------------------------ weights choices
     def _method_changed(self, name: str) -> None:
         try:
-            needs = methods.get_method(name).needs_weights
+            method = methods.get_method(name)
         except CubeError:
-            needs = False
-        self.weights_combo.setEnabled(needs)
-        try:
-            self.consistency_combo.setCurrentText(methods.get_method(name).consistency)
-        except CubeError:
-            pass
+            self.weights_combo.setEnabled(False)
+            return
+        self.weights_combo.setEnabled(method.needs_weights)
+        self.consistency_combo.setCurrentText(method.consistency)
 
     def _weights_entries(self, with_new: bool) -> list[tuple[str, str]]:
         entries = [(W_NEW, "new")] if with_new else []
