@@ -57,6 +57,11 @@ def test_validation_metrics_match_the_card(shipped, shared_data):
     assert dc["psnr"] == pytest.approx(want["psnr"], abs=0.01)
     assert dc["sam"] == pytest.approx(want["sam"], abs=0.005)
     assert dc["psnr"] > got["psnr"] and dc["sam"] < got["sam"]
+    # the quality bar: at least 1 dB over the classical baseline (glp-hs as published, no
+    # step) and a lower SAM, both measured here
+    print(f"cofusion {dc['psnr']:.4f} dB / {dc['sam']:.4f}°, glp-hs {np.mean([b['psnr'] for b in base]):.4f} dB")
+    assert dc["psnr"] >= np.mean([b["psnr"] for b in base]) + 1.0
+    assert dc["sam"] < np.mean([b["sam"] for b in base])
 
 
 def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, capsys):
