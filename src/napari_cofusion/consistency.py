@@ -194,10 +194,12 @@ def _project_lr(z: torch.Tensor, lr: torch.Tensor, kernel: np.ndarray, g: torch.
 
 
 def project_observations(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int,
-                         srf: np.ndarray, iters: int = 2, solver_iters: int = 30, tol: float = 1e-6) -> np.ndarray:
+                         srf: np.ndarray, iters: int = 2, solver_iters: int = 30, tol: float = 1e-4) -> np.ndarray:
     """Alternate the correction onto {A·Z = LR} and the projection onto {R·Z = MSI} ∩ [0, 1], ``iters`` times.
 
     ``z`` (C, H, W), ``lr`` (C, h, w), ``msi`` (c, H, W), ``srf`` R (c, C). Returns float32 (C, H, W).
+    The LR solve stops at a relative residual ``tol`` (1e-4: the spectral projection that follows
+    moves the LR fit by more, ~3e-4 on a CAVE scene; 1e-6 gave the same PSNR to 1e-4 dB, 0.3 s later).
     """
     C, H, W = z.shape
     R = np.asarray(srf, dtype=np.float64)
