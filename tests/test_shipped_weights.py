@@ -73,7 +73,8 @@ def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, caps
     out = tmp_path / "fused.hdr"
     assert main(["fuse", "--lr", str(pair / "lr.hdr"), "--msi", str(pair / "msi.hdr"), "--method", "cofusion",
                  "--out", str(out)]) == 0
-    assert "data consistency: projected" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "data consistency: projected" in printed and "weights: cofusion_cave_x4.safetensors" in printed
     assert main(["evaluate", "--fused", str(out), "--ref", str(pair / "ref.hdr"), "--scale", "4", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["psnr"] > 45.0 and np.isfinite(res["sam"])
@@ -86,3 +87,34 @@ def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, caps
                  "--weights", "cofusion_cave_x4", "--out", str(tmp_path / "x.npy")]) == 2
     err = capsys.readouterr().err
     assert "31 HS bands" in err and "48 HS bands" in err
+
+
+X8 = shipped_weights_dir() / "cofusion_cave_x8.json"
+
+
+@pytest.mark.skipif(not X8.is_file(), reason="no shipped cave-x8 weights in weights/")
+def test_x8_weights_reproduce_their_card_and_are_picked_for_x8_pairs(shared_data, tmp_path, capsys):
+    """The ×8 weights (a short CPU run, see their card) give their card's validation metrics, beat
+    their classical base, and `fuse` picks them for a ×8 pair."""
+    from napari_cofusion.cli import main
+    from napari_cofusion.io import read_cube
+    from napari_cofusion.metrics import full_reference
+    from napari_cofusion.train import make_scene, set_threads, validate
+
+    model, card = load_weights(X8.with_suffix(".safetensors"))
+    assert (card["hs_bands"], card["ms_bands"], card["scale"], card["protocol"]) == (31, 3, 8, "cave-x8")
+    set_threads(None)
+    scenes = [make_scene(read_cube(shared_data / "cave" / name), name, {"protocol": "cave-x8"}, with_base=True)
+              for name in card["training_data"]["val_scenes"]]
+    got = validate(model, scenes)
+    assert got["psnr"] == pytest.approx(card["validation"]["psnr"], abs=0.01)
+    assert got["sam"] == pytest.approx(card["validation"]["sam"], abs=0.005)
+    base = [full_reference(sc.base.numpy(), sc.ref.numpy(), sc.scale) for sc in scenes]
+    assert got["psnr"] > np.mean([b["psnr"] for b in base]) and got["sam"] < np.mean([b["sam"] for b in base])
+    pair = tmp_path / "pair"
+    assert main(["simulate", "--ref", str(shared_data / "cave" / "paints_ms"), "--protocol", "cave-x8",
+                 "--out-dir", str(pair)]) == 0
+    capsys.readouterr()
+    assert main(["fuse", "--lr", str(pair / "lr.hdr"), "--msi", str(pair / "msi.hdr"), "--method", "cofusion",
+                 "--out", str(tmp_path / "f.hdr")]) == 0
+    assert "weights: cofusion_cave_x8.safetensors" in capsys.readouterr().out

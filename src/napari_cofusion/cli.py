@@ -77,6 +77,8 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     res.cube.name = out.stem
     write_cube(res.cube, out, overwrite=a.overwrite)
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
+    if res.cube.meta.get("weights"):
+        print(f"weights: {res.cube.meta['weights']}")
     if res.consistency:
         print(f"data consistency: {describe_consistency(res.consistency)}")
     return 0

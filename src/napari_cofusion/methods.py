@@ -204,10 +204,15 @@ def fuse(
     secs = time.perf_counter() - t0
     if clip:
         out = np.clip(out, 0.0, 1.0)
+    used = {}
+    if m.needs_weights and options.get("model") is None:  # say which weights file the method picked
+        from .weights import resolve_weights
+
+        used = {"weights": resolve_weights(options.get("weights"), lr.bands, msi.bands, scale).name}
     cube = Cube(
         np.ascontiguousarray(out, dtype=np.float32), wavelengths=lr.wavelengths, norm_scale=lr.norm_scale,
         name=f"{method} fused", source=f"{method}({lr.name}, {msi.name})",
-        meta={"method": method, "scale": scale, "psf": PSF.parse(psf).to_json(),
+        meta={"method": method, "scale": scale, "psf": PSF.parse(psf).to_json(), **used,
               **({"consistency": report} if report else {})},
     )
     return FusionResult(cube=cube, method=method, scale=scale, seconds=secs, consistency=report)
