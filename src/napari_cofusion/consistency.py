@@ -257,18 +257,17 @@ def _box_projection(z: torch.Tensor, m: torch.Tensor, R: torch.Tensor, iters: in
     ridge = 1e-10 * float(torch.trace(G)) / c * torch.eye(c, dtype=z.dtype)
     lam = torch.linalg.solve(G, (m - z @ R.T).T).T  # (n, c)
     best, best_err = lam, torch.full(lam.shape[:1], float("inf"), dtype=z.dtype)
-    for _ in range(iters):
+    for i in range(iters + 1):  # iters Newton steps, each λ scored (the last one too)
         y = z + lam @ R
         phi = y.clamp(0.0, 1.0) @ R.T - m
         err = phi.square().sum(1)
         better = err < best_err
         best, best_err = torch.where(better[:, None], lam, best), torch.where(better, err, best_err)
+        if i == iters:
+            break
         inside = ((y > 0) & (y < 1)).to(z.dtype)  # (n, C)
         J = torch.einsum("mc,nc,kc->nmk", R, inside, R) + ridge
         lam = lam - torch.linalg.solve(J, phi.unsqueeze(-1)).squeeze(-1)
-    y = z + lam @ R
-    err = (y.clamp(0.0, 1.0) @ R.T - m).square().sum(1)
-    best = torch.where((err < best_err)[:, None], lam, best)
     return (z + best @ R).clamp(0.0, 1.0)
 
 
