@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cofusion import metrics
-from napari_cofusion.io import read_cube
-from napari_cofusion.methods import fuse
-from napari_cofusion.simulate import simulate_pair
+from napari_cofusion.core import metrics
+from napari_cofusion.core.io import read_cube
+from napari_cofusion.api import fuse
+from napari_cofusion.degrade.simulate import simulate_pair
 
 VALIDATION = ["oil_painting", "paints"]
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_cofusion import metrics
-from napari_cofusion.io import read_cube
-from napari_cofusion.methods import fuse
-from napari_cofusion.model_method import run_model
-from napari_cofusion.selfsup import adapt_model, finetune_scene
-from napari_cofusion.simulate import simulate_pair
-from napari_cofusion.train import set_threads
+from napari_cofusion.core import metrics
+from napari_cofusion.core.io import read_cube
+from napari_cofusion.api import fuse
+from napari_cofusion.learn.method import run_model
+from napari_cofusion.learn.selfsup import adapt_model, finetune_scene
+from napari_cofusion.degrade.simulate import simulate_pair
+from napari_cofusion.learn.device import set_threads
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--houston", action="store_true", help="also the real Houston 2018 pair (QNR)")
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
     a = ap.parse_args(argv)
-    from napari_cofusion import selfsup
+    from napari_cofusion.learn import selfsup
 
     a.consistency = selfsup.DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
     a.steps = a.steps or selfsup.DEFAULT_STEPS
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
           f"consistency {a.consistency}, start {a.start}", flush=True)
     start_model = None
     if a.start != "new":
-        from napari_cofusion.weights import load_weights
+        from napari_cofusion.learn.weights import load_weights
 
         start_model, _ = load_weights(a.start)
     rows = []
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
                                               f"{r['reduced_l1_before']:.5f} → {r['reduced_l1_after']:.5f})"
                                               if 'minutes' in r else ""), flush=True)
     if a.houston:
-        from napari_cofusion.io import read_cubes
+        from napari_cofusion.core.io import read_cubes
 
         cubes = read_cubes(DATA / "houston2018" / "houston_dataset.mat")
         hs = max(cubes, key=lambda c: c.bands)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from napari_cofusion.io import read_cube, write_cube
-from napari_cofusion.simulate import simulate_pair
+from napari_cofusion.core.io import read_cube, write_cube
+from napari_cofusion.degrade.simulate import simulate_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def main() -> None:
         for m, (w, p) in res.items():
             print(f"| {m} | {w:.2f} | {p:.0f} | {w / res['bicubic'][0]:.2f} | {w / res['glp-hs'][0]:.2f} |")
 
-        from napari_cofusion.model_method import load_model_for
+        from napari_cofusion.learn.method import load_model_for
 
         model, card, path = load_model_for(a.weights, 31, 3, 4)
         model.eval()

@@ -29,7 +29,7 @@ def shared_data() -> Path:
 def cave_val_ref(shared_data):
     """The CAVE validation scene ``oil_painting`` cropped to its top-left 128×128 pixels
     (31 bands, 400–700 nm, DN / 65535): small enough to keep the suite fast."""
-    from napari_cofusion.io import read_cube
+    from napari_cofusion.core.io import read_cube
 
     folder = shared_data / "cave" / "oil_painting_ms"
     if not folder.is_dir():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_cofusion.cli import main
-from napari_cofusion.cube import Cube
-from napari_cofusion.io import read_cube, write_cube
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.io import read_cube, write_cube
 from napari_cofusion.samples import bundled_reference
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cofusion import metrics
-from napari_cofusion.consistency import AUTO_MAX_RESIDUAL, enforce, observation_srf, project_observations, spectral_step
-from napari_cofusion.cube import CubeError
-from napari_cofusion.methods import fuse
+from napari_cofusion.core import metrics
+from napari_cofusion.degrade.consistency import AUTO_MAX_RESIDUAL, enforce, observation_srf, project_observations, spectral_step
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.api import fuse
 from napari_cofusion.samples import bundled_reference, houston_pair
-from napari_cofusion.simulate import simulate_pair
-from napari_cofusion.srf import get_srf
+from napari_cofusion.degrade.simulate import simulate_pair
+from napari_cofusion.core.srf import get_srf
 
 
 def _pair(protocol: str, **kw):
@@ -121,7 +121,7 @@ def test_edge_weighted_lr_correction_solves_exactly():
     larger on the MSI's edges than on flat areas."""
     import torch
 
-    from napari_cofusion.consistency import _lr_op, _project_lr, edge_weight, spread_kernel
+    from napari_cofusion.degrade.consistency import _lr_op, _project_lr, edge_weight, spread_kernel
 
     p, k, s, ph = _pair("cave-wald-x4")  # overlapping footprints: the solver has work to do
     z = fuse(p.lr, p.msi, "bicubic").cube.data

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from napari_cofusion.cube import Cube, CubeError
-from napari_cofusion.io import read_cube, read_cubes, to_band_first, write_cube
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.io import read_cube, read_cubes, to_band_first, write_cube
 
 # ============================================================================ real files
 class TestEnvi:

@@ -31,8 +31,8 @@ def test_manifest_is_the_root_file():
 
 
 def test_reader_through_npe2(tmp_path):
-    from napari_cofusion.cube import Cube
-    from napari_cofusion.io import write_cube
+    from napari_cofusion.core.cube import Cube
+    from napari_cofusion.core.io import write_cube
 
     cube = Cube(np.random.default_rng(0).random((4, 8, 9), dtype=np.float32), wavelengths=[450, 550, 650, 850], name="c")
     path = tmp_path / "c.tif"
@@ -51,7 +51,7 @@ def test_writer_through_npe2_refuses_overwrite(tmp_path):
     out = tmp_path / "x.hdr"
     written = npe2.write(str(out), [(data, meta, "image")], plugin_name="napari-cofusion")
     assert Path(written[0]).exists()
-    from napari_cofusion.io import read_cube
+    from napari_cofusion.core.io import read_cube
 
     back = read_cube(out)
     np.testing.assert_allclose(back.data, data)

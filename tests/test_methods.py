@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cofusion import metrics
-from napari_cofusion.cube import Cube, CubeError
-from napari_cofusion.methods import check_pair, fuse, get_method, method_names
-from napari_cofusion.simulate import simulate_pair
+from napari_cofusion.core import metrics
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.api import check_pair, fuse, get_method, method_names
+from napari_cofusion.degrade.simulate import simulate_pair
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_glp_hs_is_consistent_with_the_lr(cave_pair, fused):
     """Detail injection adds back the LR residual: degrading the fused cube gives ~the LRHSI."""
     import torch
 
-    from napari_cofusion import ops
+    from napari_cofusion.core import ops
 
     k = cave_pair.recipe.kernel()
     with torch.inference_mode():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cofusion import methods, metrics
-from napari_cofusion.simulate import simulate_pair
+from napari_cofusion import methods
+from napari_cofusion.core import metrics
+from napari_cofusion.degrade.simulate import simulate_pair
 
 
 def _rand(shape, seed=0, lo=0.2, hi=0.7):
@@ -104,7 +105,7 @@ def test_ssim_bands_matches_torchmetrics():
 
 
 def test_metric_shape_errors():
-    from napari_cofusion.cube import CubeError
+    from napari_cofusion.core.errors import CubeError
 
     with pytest.raises(CubeError, match="differ in shape"):
         metrics.psnr(np.zeros((3, 4, 4)), np.zeros((3, 4, 5)))
@@ -137,7 +138,7 @@ def test_q_index_hand_value():
 
 @pytest.fixture(scope="module")
 def cave_256(shared_data):
-    from napari_cofusion.io import read_cube
+    from napari_cofusion.core.io import read_cube
 
     cube = read_cube(shared_data / "cave" / "oil_painting_ms")
     return cube.with_data(cube.data[:, :256, :256].copy())

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cofusion.cube import CubeError
-from napari_cofusion.models import CoFusion, CoFusionConfig
-from napari_cofusion.models.cofusion import HaarDWT, MaxPoolSame
-from napari_cofusion.weights import load_weights, save_weights
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+from napari_cofusion.learn.models.layers import HaarDWT, MaxPoolSame
+from napari_cofusion.learn.weights import load_weights, save_weights
 
 SMALL = dict(width=16, depths=(1, 1, 1), top_k=4)
 
@@ -95,7 +95,7 @@ def test_gradient_reaches_every_parameter():
 
 
 def test_overfits_a_tiny_problem():
-    from napari_cofusion.train import fusion_loss
+    from napari_cofusion.learn.train import fusion_loss
 
     torch.manual_seed(0)
     m = CoFusion(CoFusionConfig(hs_bands=6, ms_bands=3, scale=2, dropout=0.0, **SMALL))
@@ -148,8 +148,8 @@ def test_loading_refuses_pickles_and_mismatched_cards(tmp_path):
 
 
 def test_fuse_with_weights_checks_band_counts(tmp_path):
-    from napari_cofusion.cube import Cube
-    from napari_cofusion.methods import fuse
+    from napari_cofusion.core.cube import Cube
+    from napari_cofusion.api import fuse
 
     cfg = CoFusionConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)
     st, _ = save_weights(CoFusion(cfg), tmp_path / "w6", {"architecture": "cofusion", "config": cfg.to_json(),
@@ -165,9 +165,9 @@ def test_fuse_with_weights_checks_band_counts(tmp_path):
 
 
 def test_tiled_matches_full_frame_on_a_real_scene(shared_data):
-    from napari_cofusion.infer import fuse_tensor
-    from napari_cofusion.io import read_cube
-    from napari_cofusion.simulate import simulate_pair
+    from napari_cofusion.learn.infer import fuse_tensor
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.degrade.simulate import simulate_pair
 
     ref = read_cube(shared_data / "cave" / "paints_ms")
     ref = ref.with_data(np.ascontiguousarray(ref.data[:, 100:356, 60:316]))
@@ -185,7 +185,7 @@ def test_tiled_matches_full_frame_on_a_real_scene(shared_data):
 
 
 def test_shipped_weights_lookup_by_band_counts(tmp_path, monkeypatch):
-    from napari_cofusion.weights import find_weights, resolve_weights, shipped_weights_dir
+    from napari_cofusion.learn.weights import find_weights, resolve_weights, shipped_weights_dir
 
     monkeypatch.setenv("NAPARI_COFUSION_WEIGHTS", str(tmp_path))
     cfg = CoFusionConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)
@@ -203,7 +203,7 @@ def test_shipped_weights_lookup_by_band_counts(tmp_path, monkeypatch):
 def test_package_sees_the_weights_folder():
     from pathlib import Path
 
-    from napari_cofusion.weights import shipped_weights_dir
+    from napari_cofusion.learn.weights import shipped_weights_dir
 
     d = shipped_weights_dir()
     assert d.is_dir() and (d / "README.md").is_file()

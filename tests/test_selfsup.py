@@ -11,15 +11,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_cofusion.cube import CubeError
-from napari_cofusion.estimate import estimate_degradation
-from napari_cofusion.io import read_cube
-from napari_cofusion.models import CoFusion, CoFusionConfig
-from napari_cofusion.ops import gaussian_sigma_wald
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.degrade.estimate import estimate_degradation
+from napari_cofusion.core.io import read_cube
+from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+from napari_cofusion.core.ops import gaussian_sigma_wald
 from napari_cofusion.samples import bundled_reference
-from napari_cofusion.selfsup import adapt_model, dihedral_pair, finetune_scene, reduced_scenes
-from napari_cofusion.simulate import simulate_pair
-from napari_cofusion.train import TrainConfig
+from napari_cofusion.learn.selfsup import adapt_model, dihedral_pair, finetune_scene, reduced_scenes
+from napari_cofusion.degrade.simulate import simulate_pair
+from napari_cofusion.learn.train import TrainConfig
 
 # tolerances reached on noise-free simulated pairs (see the closing note / README)
 SIGMA_TOL = 0.02  # px
@@ -178,8 +178,8 @@ def test_short_finetune_lowers_the_reduced_resolution_loss():
 def test_consistency_losses_pull_the_output_towards_the_observations():
     """With the consistency losses (the default route) a short fine-tune lowers the mismatch
     between the re-degraded output and the observed pair on the whole scene."""
-    from napari_cofusion import ops
-    from napari_cofusion.train import classical_base
+    from napari_cofusion.core import ops
+    from napari_cofusion.learn.train import classical_base
 
     pair = simulate_pair(bundled_reference(), scale=4, psf="wald", srf="nikon-d700")
     deg = estimate_degradation(pair.lr, pair.msi)
@@ -204,7 +204,7 @@ def test_consistency_losses_pull_the_output_towards_the_observations():
 
 def test_default_settings_agree():
     """The scene fine-tune's defaults: one set, used by the CLI (the widget shows them: its test)."""
-    from napari_cofusion import selfsup
+    from napari_cofusion.learn import selfsup
     from napari_cofusion.cli import build_parser
 
     cfg = selfsup.scene_config()

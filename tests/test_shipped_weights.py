@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_cofusion.weights import list_weights, load_weights, shipped_weights_dir
+from napari_cofusion.learn.weights import list_weights, load_weights, shipped_weights_dir
 
 CARD = shipped_weights_dir() / "cofusion_cave_x4.json"
 
@@ -34,9 +34,10 @@ def test_card_describes_the_weights(shipped):
 def _validate_against_card(model, card, shared_data):
     """The card's validation scenes, validated as the training loop did: checks the card's network
     metrics and returns (scenes, metrics, the classical base's metrics measured here)."""
-    from napari_cofusion.io import read_cube
-    from napari_cofusion.metrics import full_reference
-    from napari_cofusion.train import make_scene, set_threads, validate
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.core.metrics import full_reference
+    from napari_cofusion.learn.train import make_scene, validate
+    from napari_cofusion.learn.device import set_threads
 
     set_threads(None)
     scenes = [make_scene(read_cube(shared_data / "cave" / name), name, {"protocol": card["protocol"]},
@@ -52,7 +53,7 @@ def _validate_against_card(model, card, shared_data):
 
 def test_validation_metrics_match_the_card(shipped, shared_data):
     """Whole validation scenes, as the training loop validated them."""
-    from napari_cofusion.train import validate
+    from napari_cofusion.learn.train import validate
 
     model, card = shipped
     scenes, got, base = _validate_against_card(model, card, shared_data)

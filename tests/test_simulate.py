@@ -11,9 +11,10 @@ import pytest
 import scipy.io
 import scipy.ndimage as ndi
 
-from napari_cofusion.cube import Cube, CubeError
-from napari_cofusion.simulate import PSF, Recipe, infer_scale, save_pair, simulate_pair
-from napari_cofusion.srf import get_srf
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.degrade.simulate import PSF, Recipe, infer_scale, save_pair, simulate_pair
+from napari_cofusion.core.srf import get_srf
 
 
 def _gauss(size: int, sigma: float) -> np.ndarray:

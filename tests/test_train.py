@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from napari_cofusion.cli import main
-from napari_cofusion.models import CoFusion, CoFusionConfig
+from napari_cofusion.learn.models import CoFusion, CoFusionConfig
 from napari_cofusion.samples import bundled_reference
-from napari_cofusion.train import Progress, TrainConfig, fusion_loss, make_scene, train
+from napari_cofusion.learn.train import Progress, TrainConfig, fusion_loss, make_scene, train
 
 SMALL = dict(width=16, depths=(1, 1, 1), top_k=4)
 
@@ -102,7 +102,7 @@ def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
 def test_cuda_without_a_gpu_is_a_clear_error(scenes, shared_data, tmp_path, capsys):
-    from napari_cofusion.cube import CubeError
+    from napari_cofusion.core.errors import CubeError
 
     tr, va = scenes
     model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))

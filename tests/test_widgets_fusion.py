@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_cofusion import metrics  # noqa: E402
-from napari_cofusion.methods import fuse  # noqa: E402
-from napari_cofusion.models import CoFusion, CoFusionConfig  # noqa: E402
-from napari_cofusion.samples import cave_pair  # noqa: E402
-from napari_cofusion.weights import load_weights, save_weights  # noqa: E402
+from napari_cofusion.core import metrics
+from napari_cofusion.api import fuse
+from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+from napari_cofusion.samples import cave_pair
+from napari_cofusion.learn.weights import load_weights, save_weights
 
 pytestmark = pytest.mark.gui
 
@@ -39,7 +39,7 @@ def _small_weights(path, hs, ms, scale, seed=0, base="glp-hs", **cfg_kw):
 
 
 def _fusion_widget(viewer):
-    from napari_cofusion._widgets.fusion import FusionWidget
+    from napari_cofusion.gui.fusion import FusionWidget
 
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fusion")
     assert isinstance(widget, FusionWidget)
@@ -74,7 +74,7 @@ def test_pair_guess_and_mismatch_message(make_napari_viewer):
 
 def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
     viewer = make_napari_viewer()
-    from napari_cofusion._widgets.common import add_cube
+    from napari_cofusion.gui.layers import add_cube
 
     add_cube(viewer, cave_val_ref, name="oil_painting crop")
     w = _fusion_widget(viewer)
@@ -95,7 +95,7 @@ def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
     assert out.data.shape == (31, 128, 128)
     np.testing.assert_allclose(out.metadata["wavelengths"], cave_val_ref.wavelengths)
     # the layer holds what the core gives for the same pair
-    from napari_cofusion._widgets.common import layer_cube
+    from napari_cofusion.gui.layers import layer_cube
 
     core = fuse(layer_cube(lr_layer), layer_cube(msi_layer), "glp-hs").cube.data
     np.testing.assert_allclose(out.data, core, atol=1e-6)
@@ -159,7 +159,7 @@ def test_finetune_cancel_save_and_reuse(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "cave_pair")
     w = _fusion_widget(viewer)
-    from napari_cofusion import selfsup
+    from napari_cofusion.learn import selfsup
 
     # the widget offers the scene fine-tune's defaults (the CLI's)
     assert w.steps_spin.value() == selfsup.DEFAULT_STEPS and float(w.lr_edit.text()) == selfsup.DEFAULT_LR
@@ -240,10 +240,10 @@ def test_fusion_cancel(make_napari_viewer, qtbot, tmp_path):
     """Cancel during a tiled CoFusion run stops it at the next tile and adds no layer."""
     viewer = make_napari_viewer()
     lr, msi, ref = cave_pair("cave-x4")
-    from napari_cofusion._widgets.common import add_cube
+    from napari_cofusion.gui.layers import add_cube
 
     big_ref = ref.with_data(np.tile(ref.data, (1, 4, 4)))  # 512² so that inference is tiled
-    from napari_cofusion.simulate import simulate_pair
+    from napari_cofusion.degrade.simulate import simulate_pair
 
     pair = simulate_pair(big_ref, protocol="cave-x4")
     add_cube(viewer, pair.lr)
@@ -253,8 +253,8 @@ def test_fusion_cancel(make_napari_viewer, qtbot, tmp_path):
     w.method_combo.setCurrentText("cofusion")
     n = len(viewer.layers)
     # the widget's own worker start, with small tiles so that there are many progress reports
-    from napari_cofusion._widgets.common import layer_cube
-    from napari_cofusion._widgets.fusion import fusion_job
+    from napari_cofusion.gui.layers import layer_cube
+    from napari_cofusion.jobs import fusion_job
 
     job = fusion_job(layer_cube(w._layer(w.lr_combo)), layer_cube(w._layer(w.msi_combo)), "cofusion",
                      {"weights": str(tmp_path / "small.safetensors"), "tile": 64, "overlap": 32}, w._cancel)

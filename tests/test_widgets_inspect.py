@@ -16,12 +16,12 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("napari_matplotlib")
 
-from napari_cofusion import display, metrics  # noqa: E402
-from napari_cofusion import spectra as core_spectra  # noqa: E402
-from napari_cofusion.cube import CubeError  # noqa: E402
-from napari_cofusion.methods import fuse  # noqa: E402
-from napari_cofusion.samples import cave_pair, houston_pair  # noqa: E402
-from napari_cofusion.simulate import PSF  # noqa: E402
+from napari_cofusion.core import display, metrics
+from napari_cofusion.core import spectra as core_spectra
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.api import fuse
+from napari_cofusion.samples import cave_pair, houston_pair
+from napari_cofusion.degrade.simulate import PSF
 
 pytestmark = pytest.mark.gui
 
@@ -49,7 +49,7 @@ def _cave_viewer(make_napari_viewer, fused=None, **kwargs):
     viewer.open_sample(PLUGIN, "cave_pair")
     assert [l.name for l in viewer.layers] == [REF, MSI, LR]
     if fused is not None:
-        from napari_cofusion._widgets.common import add_cube
+        from napari_cofusion.gui.layers import add_cube
 
         add_cube(viewer, fused, name=FUSED)
     return viewer
@@ -97,9 +97,9 @@ def test_spectra_core(tmp_path):
 
 # ------------------------------------------------------------------------------- manifest
 def test_widgets_from_manifest(make_napari_viewer):
-    from napari_cofusion._widgets.pseudocolor import PseudoColorWidget
-    from napari_cofusion._widgets.quality import QualityWidget
-    from napari_cofusion._widgets.spectra import SpectraWidget
+    from napari_cofusion.gui.pseudocolor import PseudoColorWidget
+    from napari_cofusion.gui.quality import QualityWidget
+    from napari_cofusion.gui.spectra import SpectraWidget
 
     viewer = make_napari_viewer()
     for display_name, cls in (("Pseudo-colour", PseudoColorWidget), ("Quality (SAM map, PSNR, QNR)", QualityWidget),
@@ -117,7 +117,7 @@ def test_widgets_from_manifest(make_napari_viewer):
 
 # ------------------------------------------------------------------------------- pseudo-colour
 def test_pseudocolor_default_show_and_live_update(make_napari_viewer):
-    from napari_cofusion._widgets.pseudocolor import PseudoColorWidget
+    from napari_cofusion.gui.pseudocolor import PseudoColorWidget
 
     viewer = _cave_viewer(make_napari_viewer)
     w = PseudoColorWidget(viewer)
@@ -166,7 +166,7 @@ def test_pseudocolor_default_show_and_live_update(make_napari_viewer):
 
 # ------------------------------------------------------------------------------- quality
 def test_quality_full_reference(make_napari_viewer, cave_fused):
-    from napari_cofusion._widgets.quality import QualityWidget, sam_layer_name
+    from napari_cofusion.gui.quality import QualityWidget, sam_layer_name
 
     viewer = _cave_viewer(make_napari_viewer, cave_fused)
     w = QualityWidget(viewer)
@@ -209,7 +209,7 @@ def test_quality_full_reference(make_napari_viewer, cave_fused):
 
 
 def test_quality_errors_are_shown_not_raised(make_napari_viewer, cave_fused):
-    from napari_cofusion._widgets.quality import QualityWidget
+    from napari_cofusion.gui.quality import QualityWidget
 
     viewer = _cave_viewer(make_napari_viewer, cave_fused)
     w = QualityWidget(viewer)
@@ -235,8 +235,8 @@ def test_quality_errors_are_shown_not_raised(make_napari_viewer, cave_fused):
 
 
 def test_quality_no_reference_houston(make_napari_viewer, houston_fused):
-    from napari_cofusion._widgets.common import add_cube
-    from napari_cofusion._widgets.quality import QualityWidget
+    from napari_cofusion.gui.layers import add_cube
+    from napari_cofusion.gui.quality import QualityWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "houston_pair")
@@ -262,7 +262,7 @@ def test_quality_no_reference_houston(make_napari_viewer, houston_fused):
 
 # ------------------------------------------------------------------------------- spectra
 def test_spectra_click_pin_export(make_napari_viewer, cave_fused, tmp_path):
-    from napari_cofusion._widgets.spectra import SpectraWidget
+    from napari_cofusion.gui.spectra import SpectraWidget
 
     viewer = _cave_viewer(make_napari_viewer, cave_fused)
     w = SpectraWidget(viewer)
@@ -322,7 +322,7 @@ def test_spectra_click_pin_export(make_napari_viewer, cave_fused, tmp_path):
 
 def test_spectra_with_layer_scale(make_napari_viewer, cave_fused):
     """Layers shown at a physical pixel size (scale 2, LRHSI scale 8 to overlay): world → data."""
-    from napari_cofusion._widgets.spectra import SpectraWidget
+    from napari_cofusion.gui.spectra import SpectraWidget
 
     viewer = _cave_viewer(make_napari_viewer, cave_fused)
     for layer in viewer.layers:

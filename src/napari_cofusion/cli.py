@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cube import CubeError
+from napari_cofusion.core.errors import CubeError
 
 __all__ = ["main"]
 
@@ -22,8 +22,8 @@ def _fmt_metrics(d: dict[str, float]) -> str:
 
 
 def _cmd_simulate(a: argparse.Namespace) -> int:
-    from .io import read_cube
-    from .simulate import save_pair, simulate_pair
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.degrade.simulate import save_pair, simulate_pair
 
     ref = read_cube(a.ref, **({"norm": _norm(a.norm)} if a.norm else {}))
     kw: dict[str, Any] = {}
@@ -46,7 +46,7 @@ def _norm(v: str) -> Any:
 
 
 def _read_pair(a: argparse.Namespace) -> tuple[Any, Any]:
-    from .io import read_cube
+    from napari_cofusion.core.io import read_cube
 
     lr = read_cube(a.lr)
     msi = read_cube(a.msi)
@@ -60,9 +60,9 @@ def _read_pair(a: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _cmd_fuse(a: argparse.Namespace) -> int:
-    from .consistency import describe_consistency
-    from .io import write_cube
-    from .methods import fuse
+    from napari_cofusion.degrade.consistency import describe_consistency
+    from napari_cofusion.core.io import write_cube
+    from napari_cofusion.api import fuse
 
     out = Path(a.out)
     if out.exists() and not a.overwrite:
@@ -85,9 +85,9 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from . import metrics
-    from .io import read_cube
-    from .simulate import PSF, infer_scale
+    from napari_cofusion.core import metrics
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.degrade.simulate import PSF, infer_scale
 
     fused = read_cube(a.fused)
     if a.ref:
@@ -112,10 +112,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     """Simulate a pair from the bundled CAVE crop, fuse it with every classical method, print metrics."""
-    from . import metrics
-    from .methods import fuse
-    from .samples import bundled_reference
-    from .simulate import simulate_pair
+    from napari_cofusion.core import metrics
+    from napari_cofusion.api import fuse
+    from napari_cofusion.samples import bundled_reference
+    from napari_cofusion.degrade.simulate import simulate_pair
 
     ref = bundled_reference()
     pair = simulate_pair(ref, protocol=a.protocol)
@@ -137,13 +137,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from . import metrics
-    from .io import read_cube
-    from .methods import fuse
-    from .models import CoFusion, CoFusionConfig
-    from .simulate import protocol_recipe, simulate_pair
-    from .train import TrainConfig, resolve_device, set_threads, train, validate
-    from .weights import save_weights
+    from napari_cofusion.core import metrics
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.api import fuse
+    from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+    from napari_cofusion.degrade.simulate import protocol_recipe, simulate_pair
+    from napari_cofusion.learn.train import TrainConfig, train, validate
+    from napari_cofusion.learn.device import resolve_device, set_threads
+    from napari_cofusion.learn.weights import save_weights
 
     threads = set_threads(a.threads)
     device = resolve_device(a.device)
@@ -240,7 +241,7 @@ def _read_ref(path: "str | Path", crop: int | None):
     """A training/validation reference, cropped to ``crop``² when asked (quick runs)."""
     import numpy as np
 
-    from .io import read_cube
+    from napari_cofusion.core.io import read_cube
 
     ref = read_cube(path)
     return ref.with_data(np.ascontiguousarray(ref.data[:, :crop, :crop])) if crop else ref
@@ -248,7 +249,7 @@ def _read_ref(path: "str | Path", crop: int | None):
 
 def _build_one_scene(job: tuple) -> tuple:
     """Worker for :func:`_build_scenes`: read a reference, simulate one dihedral variant."""
-    from .train import make_scene
+    from napari_cofusion.learn.train import make_scene
 
     path, crop, recipe, with_base, k, f = job
     return make_scene(_read_ref(path, crop), Path(path).name, recipe, with_base, k, f)
@@ -288,8 +289,8 @@ def _auto(v: str | None) -> str | None:
 def _cmd_estimate(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from .estimate import estimate_degradation
-    from .io import read_cube, write_json
+    from napari_cofusion.degrade.estimate import estimate_degradation
+    from napari_cofusion.core.io import read_cube, write_json
 
     lr, msi = read_cube(a.lr), read_cube(a.msi)
     deg = estimate_degradation(lr, msi, psf=_auto(a.psf), srf=_auto(a.srf), free_kernel=a.free_kernel)
@@ -304,10 +305,10 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(a: argparse.Namespace) -> int:
-    from .io import read_cube
-    from .selfsup import DEFAULT_CONSISTENCY, adapt_model, finetune_scene, scene_config
-    from .train import resolve_device, set_threads
-    from .weights import load_weights, resolve_weights, save_weights
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.learn.selfsup import DEFAULT_CONSISTENCY, adapt_model, finetune_scene, scene_config
+    from napari_cofusion.learn.device import resolve_device, set_threads
+    from napari_cofusion.learn.weights import load_weights, resolve_weights, save_weights
 
     device = resolve_device(a.device)
     out = Path(a.out_weights).with_suffix(".safetensors")
@@ -317,7 +318,7 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
         raise CubeError(f"{out.parent}: folder not found")
     threads = set_threads(a.threads)
     lr, msi = read_cube(a.lr), read_cube(a.msi)
-    from .methods import check_pair
+    from napari_cofusion.api import check_pair
 
     scale = check_pair(lr, msi)
     start, start_name = None, "new model"
@@ -328,7 +329,7 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
             if a.weights:
                 raise
             path = None  # no shipped weights for these band counts: any shipped CoFusion body, else new
-            from .weights import list_weights
+            from napari_cofusion.learn.weights import list_weights
 
             shipped = list_weights()
             if shipped:
@@ -387,14 +388,14 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def _cmd_gui(a: argparse.Namespace) -> int:
-    from ._widgets.launch import run
+    from napari_cofusion.gui.launch import run
 
     return run(a.files, None if a.sample == "none" else a.sample, a.fuse, a.screenshot)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .simulate import PROTOCOLS
-    from .srf import srf_presets
+    from napari_cofusion.degrade.simulate import PROTOCOLS
+    from napari_cofusion.core.srf import srf_presets
 
     p = argparse.ArgumentParser(prog="napari-cofusion", description="Hyperspectral / multispectral image fusion")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy as np
 
-from .cube import Cube
+from napari_cofusion.core.cube import Cube
 
 __all__ = ["bundled_reference", "cave_pair", "houston_pair", "CAVE_CITATION", "HOUSTON_CITATION"]
 
@@ -31,7 +31,7 @@ def bundled_reference() -> Cube:
 
 def cave_pair(protocol: str = "cave-x4") -> tuple[Cube, Cube, Cube]:
     """(LRHSI, HRMSI, reference) simulated from the bundled CAVE crop under ``protocol``."""
-    from .simulate import simulate_pair
+    from napari_cofusion.degrade.simulate import simulate_pair
 
     p = simulate_pair(bundled_reference(), protocol=protocol)
     return p.lr, p.msi, p.reference

@@ -1,1 +1,0 @@
-"""napari dock widgets. Thin: each calls the core (io, simulate, methods, metrics, train)."""

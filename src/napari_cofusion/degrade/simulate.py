@@ -1,0 +1,311 @@
+"""Wald's-protocol simulation of an LRHSI / HRMSI pair from a reference cube, exactly as
+``shared/PROTOCOL.md`` defines it.
+
+* H and W are cropped (top-left anchored) to multiples of the scale ``s``.
+* LRHSI = decimate(PSF * X): band-wise 2-D convolution with reflect padding, then keep
+  ``[:, s//2::s, s//2::s]``.
+* HRMSI = R · X with the SRF matrix R (rows sum to 1).
+* Optional Gaussian noise by SNR (dB): band b gets σ_b = sqrt(mean(Y_b²) / 10^(SNR/10)).
+
+Every pair carries a :class:`Recipe` (JSON) that reproduces it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cofusion.core import ops
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.srf import SRF, get_srf
+
+__all__ = ["PSF", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale"]
+
+
+@dataclass
+class PSF:
+    """A point-spread function preset or custom kernel.
+
+    kind: ``"weak"`` (3×3, σ 0.5), ``"wald"`` (FWHM = scale), ``"gaussian"`` (``size``, ``sigma``),
+    ``"box"`` (``size``, default the scale), ``"file"`` (a 2-D kernel in ``path``: .npy/.csv/.mat)
+    or ``"array"`` (``kernel`` given directly).
+    """
+
+    kind: str = "weak"
+    size: int | None = None
+    sigma: float | None = None
+    path: str | None = None
+    kernel_values: list | None = None
+
+    def kernel(self, scale: int) -> np.ndarray:
+        k = self.kind.lower()
+        if k == "weak":
+            return ops.gaussian_kernel(3, 0.5)
+        if k == "wald":
+            sigma = ops.gaussian_sigma_wald(scale)
+            return ops.gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)
+        if k == "gaussian":
+            if self.sigma is None:
+                raise CubeError("Gaussian PSF needs a sigma")
+            size = self.size or 2 * math.ceil(3 * self.sigma) + 1
+            return ops.gaussian_kernel(size, self.sigma)
+        if k == "box":
+            return ops.box_kernel(self.size or scale)
+        if k in ("file", "array"):
+            arr = np.asarray(self.kernel_values if k == "array" else _load_kernel(self.path), dtype=np.float64)
+            if arr.ndim != 2 or arr.size == 0:
+                raise CubeError(f"PSF kernel must be a 2-D array, got shape {arr.shape}")
+            if not np.isfinite(arr).all() or arr.sum() <= 0:
+                raise CubeError("PSF kernel must be finite with a positive sum")
+            return arr / arr.sum()
+        raise CubeError(f"unknown PSF {self.kind!r}: use weak, wald, gaussian, box, or a kernel file")
+
+    @classmethod
+    def parse(cls, spec: "str | PSF | dict | None") -> "PSF":
+        """``"weak"``, ``"wald"``, ``"gaussian:7:1.2"`` (size, sigma), ``"gaussian:1.2"``,
+        ``"box"``, ``"box:4"``, a kernel file path, a dict or a PSF."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, PSF):
+            return spec
+        if isinstance(spec, dict):
+            return cls(**spec)
+        s = str(spec)
+        parts = s.split(":")
+        head = parts[0].lower()
+        try:
+            if head in ("weak", "wald"):
+                return cls(kind=head)
+            if head == "gaussian":
+                if len(parts) == 2:
+                    return cls(kind="gaussian", sigma=float(parts[1]))
+                if len(parts) == 3:
+                    return cls(kind="gaussian", size=int(parts[1]), sigma=float(parts[2]))
+                raise CubeError("Gaussian PSF is written gaussian:SIGMA or gaussian:SIZE:SIGMA")
+            if head == "box":
+                return cls(kind="box", size=int(parts[1]) if len(parts) > 1 else None)
+        except ValueError:
+            raise CubeError(f"cannot parse PSF {s!r}") from None
+        if Path(s).suffix.lower() in (".npy", ".csv", ".txt", ".mat"):
+            return cls(kind="file", path=s)
+        raise CubeError(f"unknown PSF {s!r}: use weak, wald, gaussian:SIGMA, gaussian:SIZE:SIGMA, box[:SIZE] or a kernel file")
+
+    def describe(self) -> str:
+        if self.kind == "gaussian":
+            return f"gaussian(size={self.size}, sigma={self.sigma})"
+        if self.kind == "box":
+            return f"box({self.size or 'scale'})"
+        if self.kind == "file":
+            return f"file({self.path})"
+        return self.kind
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _load_kernel(path: str | None) -> np.ndarray:
+    if not path:
+        raise CubeError("PSF kind 'file' needs a path")
+    p = Path(path)
+    if not p.is_file():
+        raise CubeError(f"{p}: PSF kernel file not found")
+    suf = p.suffix.lower()
+    try:
+        if suf == ".npy":
+            return np.load(p, allow_pickle=False)
+        if suf in (".csv", ".txt"):
+            return np.loadtxt(p, delimiter="," if suf == ".csv" else None, comments="#")
+        if suf == ".mat":
+            import scipy.io
+
+            d = [v for k, v in scipy.io.loadmat(p).items() if not k.startswith("__") and getattr(v, "ndim", 0) == 2]
+            if not d:
+                raise CubeError(f"{p}: no 2-D kernel in the file")
+            return d[0]
+    except CubeError:
+        raise
+    except Exception as exc:
+        raise CubeError(f"{p}: could not read the PSF kernel ({exc})") from None
+    raise CubeError(f"{p}: unsupported kernel file type {suf}")
+
+
+@dataclass
+class Recipe:
+    """Everything needed to reproduce a simulated pair."""
+
+    scale: int = 4
+    psf: dict = field(default_factory=lambda: {"kind": "weak"})
+    srf: dict = field(default_factory=lambda: {"name": "nikon-d700"})
+    srf_matrix: list | None = None
+    snr_db: float | None = None
+    snr_ms_db: float | None = None
+    seed: int | None = None
+    phase: int | None = None
+    protocol: str | None = None
+    crop: list | None = None  # the (H, W) the reference was cropped to
+
+    @property
+    def psf_obj(self) -> PSF:
+        return PSF.parse(self.psf)
+
+    def kernel(self) -> np.ndarray:
+        return self.psf_obj.kernel(self.scale)
+
+    @property
+    def decimation_phase(self) -> int:
+        return self.scale // 2 if self.phase is None else self.phase
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def simulate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`simulate_pair` that apply this recipe to another reference
+        (e.g. to build fine-tuning scenes for a simulated pair). The SRF is the named preset when it
+        is one (resampled at the new reference's bands), else the stored matrix."""
+        from napari_cofusion.core.srf import srf_presets
+
+        name = (self.srf or {}).get("name")
+        if name in srf_presets():
+            srf: Any = {"name": name}
+        elif self.srf_matrix is not None:
+            srf = np.asarray(self.srf_matrix, dtype=np.float64)
+        else:
+            raise CubeError(f"the recipe's SRF {name!r} is neither a preset nor stored as a matrix")
+        return {"scale": int(self.scale), "psf": dict(self.psf), "srf": srf, "snr_db": self.snr_db,
+                "snr_ms_db": self.snr_ms_db, "seed": self.seed, "phase": self.phase}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Recipe":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    **{f"cave-x{s}": {"scale": s, "psf": "weak", "srf": "nikon-d700"} for s in (2, 4, 8)},
+    **{f"cave-wald-x{s}": {"scale": s, "psf": "wald", "srf": "nikon-d700"} for s in (2, 4, 8)},
+}
+
+
+def protocol_recipe(name: str) -> dict[str, Any]:
+    try:
+        return dict(PROTOCOLS[name])
+    except KeyError:
+        raise CubeError(f"unknown protocol {name!r}: use one of {', '.join(PROTOCOLS)}") from None
+
+
+@dataclass
+class SimulatedPair:
+    lr: Cube
+    msi: Cube
+    reference: Cube
+    recipe: Recipe
+    srf_matrix: np.ndarray
+
+
+def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Band-wise Gaussian noise at the target SNR: σ_b = sqrt(mean(Y_b²) / 10^(SNR/10))."""
+    power = np.mean(y.astype(np.float64) ** 2, axis=(1, 2))
+    sigma = np.sqrt(power / 10.0 ** (snr_db / 10.0))
+    return (y + rng.standard_normal(y.shape) * sigma[:, None, None]).astype(np.float32)
+
+
+def simulate_pair(
+    reference: Cube,
+    scale: int = 4,
+    psf: "str | PSF | dict | None" = "weak",
+    srf: "str | SRF | np.ndarray" = "nikon-d700",
+    snr_db: float | None = None,
+    seed: int | None = None,
+    snr_ms_db: float | None = None,
+    phase: int | None = None,
+    protocol: str | None = None,
+) -> SimulatedPair:
+    """Simulate (LRHSI, HRMSI) from a reference cube (see the module docstring).
+
+    ``protocol`` (``cave-x4`` …) fills scale, PSF and SRF from the named preset.
+    ``snr_ms_db`` defaults to ``snr_db``.
+    """
+    if protocol is not None:
+        p = protocol_recipe(protocol)
+        scale, psf, srf = p["scale"], p["psf"], p["srf"]
+    if not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise CubeError(f"scale must be a positive integer, got {scale!r}")
+    scale = int(scale)
+    c, h, w = reference.shape
+    H, W = (h // scale) * scale, (w // scale) * scale
+    if H == 0 or W == 0:
+        raise CubeError(f"{reference.name}: {h}×{w} pixels is smaller than the scale {scale}")
+    x = reference.data[:, :H, :W]
+    psf_obj = PSF.parse(psf)
+    kernel = psf_obj.kernel(scale)
+    srf_obj = get_srf(srf)
+    R = srf_obj.matrix_for(c, reference.wavelengths)
+    ph = scale // 2 if phase is None else int(phase)
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        lr = ops.degrade(xt, kernel, scale, ph).numpy()
+        ms = ops.project(xt, R).numpy()
+    rng = np.random.default_rng(seed)
+    if snr_db is not None:
+        lr = add_noise(lr, snr_db, rng)
+        ms = add_noise(ms, snr_db if snr_ms_db is None else snr_ms_db, rng)
+    recipe = Recipe(
+        scale=scale, psf=psf_obj.to_json(), srf=srf_obj.to_json(),
+        srf_matrix=None if srf_obj.name in ("nikon-d700", "rosis-ikonos4") and not srf_obj.dropped else R.tolist(),
+        snr_db=snr_db, snr_ms_db=snr_ms_db, seed=seed, phase=ph, protocol=protocol, crop=[H, W],
+    )
+    ms_wl = None
+    if srf_obj.curves is not None and srf_obj.wavelengths is not None and reference.wavelengths is not None:
+        ms_wl = (R @ reference.wavelengths).astype(np.float64)  # response-weighted band centres
+    base = reference.name
+    rmeta = {"recipe": recipe.to_json()}
+    ref_c = reference.with_data(np.ascontiguousarray(x), name=f"{base} reference", meta={**reference.meta, **rmeta})
+    lr_c = Cube(np.ascontiguousarray(lr), wavelengths=reference.wavelengths, norm_scale=reference.norm_scale,
+                name=f"{base} LRHSI x{scale}", source=f"simulated from {reference.source}", meta=dict(rmeta))
+    ms_c = Cube(np.ascontiguousarray(ms), wavelengths=ms_wl, norm_scale=reference.norm_scale,
+                name=f"{base} HRMSI {srf_obj.name}", source=f"simulated from {reference.source}",
+                meta={**rmeta, "band_names": srf_obj.kept_band_names()})
+    return SimulatedPair(lr=lr_c, msi=ms_c, reference=ref_c, recipe=recipe, srf_matrix=R)
+
+
+def infer_scale(lr_shape: tuple[int, ...], msi_shape: tuple[int, ...]) -> int:
+    """The integer scale between an LRHSI (C, h, w) and an HRMSI (c, H, W): H = s·h and W = s·w."""
+    h, w = lr_shape[-2:]
+    H, W = msi_shape[-2:]
+    if h == 0 or w == 0 or H % h or W % w or H // h != W // w:
+        raise CubeError(
+            f"LRHSI {h}×{w} and HRMSI {H}×{W} pixels are not related by one integer scale "
+            "(the HRMSI must be exactly s times larger in both directions)"
+        )
+    s = H // h
+    if s < 1:
+        raise CubeError(f"the HRMSI ({H}×{W}) is smaller than the LRHSI ({h}×{w})")
+    return s
+
+
+def save_pair(pair: SimulatedPair, out_dir: str | os.PathLike, fmt: str = ".hdr", overwrite: bool = False) -> dict[str, Any]:
+    """Write LRHSI, HRMSI and reference (``lr``, ``msi``, ``ref`` + ``fmt``) and ``recipe.json``."""
+    from napari_cofusion.core.io import write_cube, write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {}
+    targets = {"lr": pair.lr, "msi": pair.msi, "ref": pair.reference}
+    for key in targets:  # check every target first: nothing is half-written on refusal
+        for p in (out / f"{key}{fmt}", out / f"{key}.img") if fmt == ".hdr" else (out / f"{key}{fmt}",):
+            if p.exists() and not overwrite:
+                raise CubeError(f"{p}: already exists; choose another folder or pass overwrite")
+    for key, cube in targets.items():
+        written[key] = write_cube(cube, out / f"{key}{fmt}", overwrite=overwrite)[0]
+    recipe = pair.recipe.to_json()
+    recipe["srf_matrix"] = pair.srf_matrix.tolist()
+    recipe["reference_source"] = pair.reference.source
+    written["recipe"] = write_json(recipe, out / "recipe.json", overwrite=overwrite)
+    return written

@@ -1,0 +1,42 @@
+"""The checks every fusion, fine-tune and weights choice makes on a pair: one function each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.errors import CubeError, WeightsError
+from napari_cofusion.degrade.simulate import infer_scale
+
+__all__ = ["check_pair", "check_fits"]
+
+
+def check_pair(lr: Cube, msi: Cube) -> int:
+    """Validate an (LRHSI, HRMSI) pair and return the scale; the message names the problem."""
+    if lr.bands <= msi.bands:
+        raise CubeError(
+            f"the LRHSI '{lr.name}' has {lr.bands} bands and the HRMSI '{msi.name}' {msi.bands}: the hyperspectral "
+            "input must have more bands than the multispectral one (are the two swapped, or is the HRMSI a "
+            "hyperspectral cube?)"
+        )
+    scale = infer_scale(lr.shape, msi.shape)
+    if scale < 2:
+        raise CubeError(f"LRHSI '{lr.name}' and HRMSI '{msi.name}' have the same size {lr.spatial_shape}: nothing to fuse")
+    return scale
+
+
+def check_fits(expects: "tuple[Any, Any, Any]", has: "tuple[int, int, int]", what: str, given: str = "the input",
+               hint: str = "") -> None:
+    """Raise :class:`WeightsError` unless ``expects`` == ``has`` (HS bands, MS bands, scale).
+
+    ``what`` names the weights or model as a singular subject ("the weights file 'cofusion_cave_x4'",
+    "the model fine-tuned in this session"), ``given`` the data ("the input", "this scene", "the
+    training scenes"); ``hint`` is appended (what to do instead). The one "expects N HS bands" check.
+    """
+    exp = tuple(None if v is None else int(v) for v in expects)
+    got = tuple(int(v) for v in has)
+    if exp != got:
+        raise WeightsError(
+            f"{what} expects {exp[0]} HS bands, {exp[1]} MS bands at ×{exp[2]}; {given} has {got[0]} HS bands, "
+            f"{got[1]} MS bands at ×{got[2]}" + (f" ({hint})" if hint else "")
+        )

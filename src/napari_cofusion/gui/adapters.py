@@ -1,0 +1,63 @@
+"""npe2 adapters: readers, writers and sample data. Thin: every function only calls the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.io import is_cube_path, read_cubes, write_cube
+from napari_cofusion.samples import cave_pair, houston_pair
+
+
+__all__ = ["get_reader", "read_layers", "write_envi", "write_tiff", "write_npy", "cave_pair_sample",
+           "houston_pair_sample"]
+
+
+def get_reader(path: "str | list[str]") -> Callable[..., list] | None:
+    """Return a reader when one of the cube formats claims ``path`` (else None, so napari
+    tries other plugins)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(is_cube_path(p) for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path: "str | list[str]") -> list[tuple]:
+    """Every cube in the path(s) as image layers with wavelengths in the metadata (rgb=False)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers = []
+    for p in paths:
+        for cube in read_cubes(p):
+            layers.append(cube.to_layer_data())
+    return layers
+
+
+def _write(path: str, data: Any, meta: dict, suffix: str) -> list[str]:
+    p = Path(path)
+    if p.suffix.lower() not in suffix.split("|"):
+        p = p.with_suffix(suffix.split("|")[0])
+    cube = Cube.from_layer_data(data, meta.get("metadata"), name=meta.get("name") or p.stem)
+    return write_cube(cube, p, overwrite=False)
+
+
+def write_envi(path: str, data: Any, meta: dict) -> list[str]:
+    return _write(path, data, meta, ".hdr")
+
+
+def write_tiff(path: str, data: Any, meta: dict) -> list[str]:
+    return _write(path, data, meta, ".tif|.tiff")
+
+
+def write_npy(path: str, data: Any, meta: dict) -> list[str]:
+    return _write(path, data, meta, ".npy")
+
+
+def cave_pair_sample() -> list[tuple]:
+    lr, msi, ref = cave_pair("cave-x4")
+    return [ref.to_layer_data(), msi.to_layer_data(), lr.to_layer_data()]
+
+
+def houston_pair_sample() -> list[tuple]:
+    hs, rgb = houston_pair()
+    return [rgb.to_layer_data(), hs.to_layer_data()]

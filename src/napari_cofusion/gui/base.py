@@ -1,0 +1,162 @@
+"""Pieces shared by the inspection widgets (pseudo-colour, quality, spectra): layer combo boxes
+that follow the viewer's layer list, a themed matplotlib panel, and the red error label."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import matplotlib.style as mplstyle
+from napari_matplotlib.base import BaseNapariMPLWidget
+from qtpy.QtWidgets import QComboBox, QLabel, QWidget
+
+from napari_cofusion.gui.layers import cube_layers, show_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["NONE", "PlotPanel", "ErrorLabel", "LayerListWatcher", "refill_combo", "layer_by_name", "same_layer"]
+
+#: The combo-box entry meaning "no layer".
+NONE = "(none)"
+
+
+def refill_combo(combo: QComboBox, names: list[str], none_option: bool = False,
+                 prefer: Callable[[list[str]], str | None] | None = None, sticky: bool = True) -> None:
+    """Put ``names`` (plus "(none)" first when asked) into ``combo``, keeping its current choice
+    when it is still there, else ``prefer(names)``, else the first entry; with ``sticky=False``
+    (nothing chosen by the user yet) ``prefer(names)`` comes first. Emits ``currentTextChanged``
+    only when the choice really changes."""
+    old = combo.currentText()
+    items = ([NONE] if none_option else []) + list(names)
+    preferred = prefer(names) if prefer is not None else None
+    if not sticky and preferred in items:
+        choice = preferred
+    elif old in items:
+        choice = old
+    else:
+        choice = preferred or (items[0] if items else "")
+    combo.blockSignals(True)
+    try:
+        combo.clear()
+        combo.addItems(items)
+        if choice:
+            combo.setCurrentIndex(items.index(choice))
+    finally:
+        combo.blockSignals(False)
+    if combo.currentText() != old:
+        combo.currentTextChanged.emit(combo.currentText())
+
+
+def same_layer(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer; napari hands plugin widgets a proxy of the
+    viewer whose layers are proxies too, so identity is checked on the wrapped objects."""
+    if a is None or b is None:
+        return False
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def layer_by_name(viewer: "napari.Viewer", name: str):
+    """The layer called ``name``, or None (also for "(none)" and "")."""
+    if not name or name == NONE or name not in viewer.layers:
+        return None
+    return viewer.layers[name]
+
+
+class LayerListWatcher:
+    """Calls ``on_change()`` when a layer is added, removed or renamed, until ``close()``."""
+
+    def __init__(self, viewer: "napari.Viewer", on_change: Callable[[], None]):
+        self.viewer = viewer
+        self._on_change = on_change
+        self._named: list = []
+        viewer.layers.events.inserted.connect(self._inserted)
+        viewer.layers.events.removed.connect(self._changed)
+        viewer.layers.events.reordered.connect(self._changed)
+        for layer in viewer.layers:
+            self._watch(layer)
+
+    def _watch(self, layer) -> None:
+        if not any(same_layer(l, layer) for l in self._named):
+            layer.events.name.connect(self._changed)
+            self._named.append(layer)
+
+    def _inserted(self, event) -> None:
+        self._watch(event.value)
+        self._on_change()
+
+    def _changed(self, event=None) -> None:
+        live = list(self.viewer.layers)
+        self._named = [l for l in self._named if any(same_layer(l, x) for x in live)]
+        self._on_change()
+
+    def close(self) -> None:
+        ev = self.viewer.layers.events
+        ev.inserted.disconnect(self._inserted)
+        ev.removed.disconnect(self._changed)
+        ev.reordered.disconnect(self._changed)
+        for layer in self._named:
+            layer.events.name.disconnect(self._changed)
+        self._named = []
+
+
+def cube_layer_names(viewer: "napari.Viewer") -> list[str]:
+    return [l.name for l in cube_layers(viewer)]
+
+
+class ErrorLabel(QLabel):
+    """A red, word-wrapped label that is hidden while it has nothing to say."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setStyleSheet("color: #e04040; font-weight: bold;")
+        self.setVisible(False)
+
+    def show_message(self, message: str, notify: bool = True) -> None:
+        self.setText(message)
+        self.setVisible(bool(message))
+        if message and notify:
+            show_error(message)
+
+    def clear_message(self) -> None:
+        self.setText("")
+        self.setVisible(False)
+
+
+class PlotPanel(BaseNapariMPLWidget):
+    """napari-matplotlib's themed canvas and toolbar with a single axes; ``redraw`` is called
+    again when the napari theme changes."""
+
+    def __init__(self, napari_viewer: "napari.Viewer", redraw: Callable[[], None] | None = None,
+                 parent: QWidget | None = None):
+        super().__init__(napari_viewer, parent=parent)
+        self._redraw = redraw
+        self.add_single_axes()
+        self.setMinimumHeight(220)
+
+    @contextmanager
+    def styled(self) -> Iterator[None]:
+        """Matplotlib style context matching the napari theme (wrap clearing and plotting)."""
+        with mplstyle.context(self.napari_theme_style_sheet):
+            yield
+
+    def reset_axes(self) -> None:
+        with self.styled():
+            self.axes.clear()
+
+    def draw_idle(self) -> None:
+        self.canvas.draw_idle()
+
+    def draw_now(self) -> None:
+        self.canvas.draw()
+
+    def _on_napari_theme_changed(self, event) -> None:
+        super()._on_napari_theme_changed(event)
+        # the axes keep the colours they were created with: make them anew in the new style
+        self.figure.clear()
+        self.add_single_axes()
+        if self._redraw is not None:
+            self._redraw()
+        else:
+            self.canvas.draw_idle()

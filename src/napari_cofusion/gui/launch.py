@@ -1,0 +1,110 @@
+"""Open napari with the plugin's dock widgets and a sample or the user's files (``napari-cofusion gui``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from napari_cofusion.core.errors import CubeError
+
+PLUGIN = "napari-cofusion"
+#: (widget display name, tabify): Fusion, Pseudo-colour and Quality share the right dock as tabs;
+#: Spectra is moved to the bottom area, under the canvas, where its plot is wide and stays visible
+#: while clicking.
+DOCKED: tuple[tuple[str, bool], ...] = (
+    ("Fusion", False),
+    ("Pseudo-colour", True),
+    ("Quality (SAM map, PSNR, QNR)", True),
+    ("Spectra", False),
+)
+SAMPLES = ("cave_pair", "houston_pair")
+
+
+def open_viewer(files: Sequence[str] = (), sample: str | None = "cave_pair", fuse_method: str | None = None,
+                show: bool = True):
+    """A napari viewer with the widgets docked and ``files`` (through the plugin's readers) or the
+    ``sample`` loaded; with ``fuse_method`` the Fusion widget runs that method on the pair at once
+    (synchronously). Returns ``(viewer, {name: widget})``."""
+    import napari
+
+    if sample is not None and sample not in SAMPLES:
+        raise CubeError(f"unknown sample {sample!r}; choose one of {', '.join(SAMPLES)}")
+    for f in files:
+        if not Path(f).exists():
+            raise CubeError(f"{f}: file not found")
+    viewer = napari.Viewer(title="napari-cofusion", show=show)
+    widgets, docks = {}, {}
+    for name, tabify in DOCKED:
+        docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=tabify)
+    from qtpy.QtCore import Qt
+
+    qt_window = viewer.window._qt_window
+    qt_window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, docks["Spectra"])
+    if files:
+        for f in files:
+            viewer.open(str(f), plugin=PLUGIN)
+    elif sample:
+        viewer.open_sample(PLUGIN, sample)
+    fusion = widgets["Fusion"]
+    from qtpy.QtWidgets import QApplication
+
+    if fuse_method:
+        fusion.method_combo.setCurrentText(fuse_method)
+        worker = fusion.run_fusion()
+        if worker is not None:
+            import time
+
+            while fusion.worker is not None:  # wait, keeping the event loop alive
+                QApplication.processEvents()
+                time.sleep(0.02)
+        if fusion.last_result_layer is not None:
+            tour(viewer, widgets, fusion.last_result_layer)
+    QApplication.processEvents()
+    docks["Fusion"].raise_()  # the tab a user starts from
+    viewer.window._qt_window.resizeDocks([docks["Spectra"]], [360], Qt.Orientation.Vertical)
+    QApplication.processEvents()
+    return viewer, widgets
+
+
+def tour(viewer, widgets: dict, fused) -> None:
+    """Show what the widgets do on a fused result: its pseudo-colour composite, the SAM map and
+    metrics against the reference (or QNR without one), and spectra at two pixels (one pinned);
+    the cube layers are hidden and the composite and SAM map laid out side by side."""
+    pc, quality, spectra = widgets["Pseudo-colour"], widgets["Quality (SAM map, PSNR, QNR)"], widgets["Spectra"]
+    cubes = [l for l in viewer.layers]
+    pc.layer_combo.setCurrentText(fused.name)
+    pc.show_composite()
+    quality.fused_combo.setCurrentText(fused.name)
+    quality.compute()
+    _c, h, w = fused.data.shape
+    spectra.show_spectra_at((0, h // 3, w // 3))
+    spectra.pin()
+    spectra.show_spectra_at((0, (2 * h) // 3, (2 * w) // 3))
+    for layer in cubes:
+        layer.visible = False
+    viewer.grid.enabled = True
+    viewer.reset_view()
+
+
+def run(files: Sequence[str] = (), sample: str | None = "cave_pair", fuse_method: str | None = None,
+        screenshot: str | None = None) -> int:
+    """Open the window; with ``screenshot`` save the whole window to that PNG and quit (a check that
+    runs headless under Xvfb) instead of handing control to the user."""
+    import napari
+
+    out = Path(screenshot) if screenshot else None
+    if out is not None and out.exists():
+        raise CubeError(f"{out}: already exists; choose another file name")
+    if out is not None and not out.parent.is_dir():
+        raise CubeError(f"{out.parent}: folder not found")
+    viewer, _widgets = open_viewer(files, sample, fuse_method, show=True)
+    if out is not None:
+        viewer.window._qt_window.resize(1400, 860)
+        viewer.reset_view()
+        viewer.screenshot(str(out), canvas_only=False, flash=False)
+        print(f"[gui] {len(viewer.layers)} layers: {', '.join(l.name for l in viewer.layers)}")
+        print(f"[gui] wrote {out}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0

@@ -1,0 +1,92 @@
+"""The learned CoFusion model as a fusion method (``method="cofusion"``), registered on import.
+
+:mod:`napari_cofusion.api` imports this module explicitly; nothing imports it lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cofusion.core.errors import CofusionError
+from napari_cofusion.fusion.pair import check_fits
+from napari_cofusion.fusion.registry import FusionMethod, register
+from napari_cofusion.learn.device import keep_freed_memory, resolve_device
+from napari_cofusion.learn.infer import auto_tile, fuse_tensor
+from napari_cofusion.learn.train import classical_base
+from napari_cofusion.learn.weights import load_weights, resolve_weights
+
+__all__ = ["load_model_for", "run_model"]
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str, mtime: float, device: str):
+    return load_weights(path, device)
+
+
+def load_model_for(weights: "str | Path | None", hs_bands: int, ms_bands: int, scale: int, device: str = "cpu"):
+    """Resolve and load weights, checking that they fit the input; returns (model, card, path)."""
+    path = resolve_weights(weights, hs_bands, ms_bands, scale)
+    model, card = _cached(str(path.resolve()), path.stat().st_mtime if path.is_file() else 0.0, device)
+    check_fits((card.get("hs_bands"), card.get("ms_bands"), card.get("scale")), (hs_bands, ms_bands, scale),
+               f"the weights '{path.stem}'")
+    return model, card, path
+
+
+def run_model(model: torch.nn.Module, lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
+              tile: int | None = None, overlap: int = 64, progress=None) -> np.ndarray:
+    """Fuse with a model instance (no weights file involved): the GUI's fine-tuned models use this."""
+    keep_freed_memory()  # full-frame feature maps: reuse freed memory instead of fresh pages
+    cfg = model.cfg
+    check_fits((cfg.hs_bands, cfg.ms_bands, cfg.scale), (lr.shape[0], msi.shape[0], scale), "the model")
+    base = torch.from_numpy(classical_base(lr, msi, kernel, scale, phase)) if cfg.base == "glp-hs" else None
+    if tile is None:
+        tile = auto_tile(lr.shape[0], *msi.shape[-2:])
+    model.eval()
+    out = fuse_tensor(model, torch.from_numpy(lr), torch.from_numpy(msi), base, tile=tile, overlap=overlap, progress=progress)
+    return out.cpu().numpy()
+
+
+def _cofusion(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
+              weights: "str | Path | None" = None, device: str | None = None, model: Any = None,
+              tile: int | None = None, overlap: int = 64, progress=None, **_: Any) -> np.ndarray:
+    dev = str(resolve_device(device or None))
+    if model is None:
+        model, _card, _path = load_model_for(weights, lr.shape[0], msi.shape[0], scale, dev)
+    elif device:
+        model.to(dev)  # a model instance (the GUI's fine-tuned one) goes where it is asked
+    return run_model(model, lr, msi, scale, kernel, phase, tile=tile, overlap=overlap, progress=progress)
+
+
+def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The PSF and phase the weights were trained for (a scene fine-tune stores its estimates in
+    the card), used when the pair carries no recipe."""
+    model = options.get("model")
+    if model is not None:
+        return {"phase": getattr(model.cfg, "phase", None), "psf": getattr(model, "psf", None)}
+    try:
+        path = resolve_weights(options.get("weights"), lr.bands, msi.bands, scale)
+        card = json.loads(path.with_suffix(".json").read_text())
+    except (CofusionError, OSError, ValueError):
+        return {}
+    psf = card.get("psf")
+    if isinstance(psf, str):
+        psf = {"kind": psf}
+    return {"psf": psf if isinstance(psf, dict) and psf.get("kind") else None,
+            "phase": (card.get("config") or {}).get("phase")}
+
+
+def _provenance(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Which weights file the method used (a model instance has none)."""
+    if options.get("model") is not None:
+        return {}
+    return {"weights": resolve_weights(options.get("weights"), lr.bands, msi.bands, scale).name}
+
+
+register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion,
+                      needs_weights=True, defaults=_defaults, consistency="auto", provenance=_provenance))

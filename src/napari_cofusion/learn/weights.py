@@ -1,0 +1,152 @@
+"""Model weights: ``NAME.safetensors`` plus ``NAME.json`` (the card). Loading never unpickles.
+
+The card holds the architecture and its hyper-parameters, the HS band count and wavelengths,
+the MS band count and SRF, the scale, the PSF protocol, the training data and steps, the
+validation metrics and the date.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from napari_cofusion.core.errors import WeightsError
+from napari_cofusion.core.io import _atomic_target, _tmp_beside, write_json
+from napari_cofusion.learn.models import ARCHITECTURES, build_model
+
+__all__ = ["make_card", "save_weights", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
+
+
+def shipped_weights_dir() -> Path:
+    """``weights/`` at the repository root, seen from the package through the symlink
+    ``napari_cofusion/weights`` (a real folder in a wheel); or NAPARI_COFUSION_WEIGHTS."""
+    env = os.environ.get("NAPARI_COFUSION_WEIGHTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def make_card(model: torch.nn.Module, *, hs_wavelengths: Any = None, srf: Any = None, psf: Any = None,
+              protocol: str | None = None, **fields: Any) -> dict[str, Any]:
+    """The weights card for ``model``: its architecture and configuration, band counts and scale
+    (from the model), the HS wavelengths (nm), SRF, PSF and protocol it was trained for, and any
+    further ``fields`` (``training``, ``training_data``, ``training_mode``, ``validation``, ...).
+    The one card builder: the CLI's ``train`` and ``finetune`` and the widget's "Save weights" use it.
+    ``save_weights`` adds the date and the parameter count."""
+    arch = next((name for name, (cls, _cfg) in ARCHITECTURES.items() if isinstance(model, cls)), None)
+    if arch is None:
+        raise WeightsError(f"no card for a {type(model).__name__}: not one of the architectures {', '.join(ARCHITECTURES)}")
+    cfg = model.cfg
+    wl = None if hs_wavelengths is None else [float(w) for w in hs_wavelengths]
+    return {"architecture": arch, "config": cfg.to_json(), "hs_bands": cfg.hs_bands, "hs_wavelengths_nm": wl,
+            "ms_bands": cfg.ms_bands, "srf": srf, "scale": cfg.scale, "psf": psf, "protocol": protocol, **fields}
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any], overwrite: bool = False) -> tuple[str, str]:
+    """Write ``path`` (.safetensors) and its card (.json beside it), atomically."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        p = p.with_suffix(".safetensors")
+    card_path = p.with_suffix(".json")
+    _atomic_target(p, overwrite)
+    _atomic_target(card_path, overwrite)
+    full = dict(card)
+    full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    full["n_params"] = int(sum(t.numel() for t in model.parameters()))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = _tmp_beside(p, ".safetensors")
+    try:
+        save_file(state, str(tmp), metadata={"format": "pt", "architecture": str(full.get("architecture", ""))})
+        write_json(full, card_path, overwrite=overwrite)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(p), str(card_path)
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    card_path = p.with_suffix(".json")
+    if not card_path.is_file():
+        raise WeightsError(f"{p}: no card {card_path.name} beside the weights (architecture and band counts are needed)")
+    try:
+        return json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{card_path}: not valid JSON ({exc})") from None
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the model the card describes and load the safetensors state into it."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        if p.with_suffix(".safetensors").is_file():
+            p = p.with_suffix(".safetensors")
+        else:
+            raise WeightsError(f"{p}: weights must be a .safetensors file (pickled checkpoints are never loaded)")
+    if not p.is_file():
+        raise WeightsError(f"{p}: weights file not found")
+    card = read_card(p)
+    try:
+        state = load_file(str(p), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{p}: not a readable safetensors file ({exc})") from None
+    model = build_model(card)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"{p}: weights do not match the architecture in its card (missing {len(missing)} tensors "
+            f"{missing[:2]}, unexpected {len(unexpected)} {unexpected[:2]}, wrong shape {len(wrong)} {wrong[:2]})"
+        )
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, card
+
+
+def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
+    d = Path(folder) if folder else shipped_weights_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def find_weights(hs_bands: int, ms_bands: int, scale: int, folder: str | os.PathLike | None = None) -> Path:
+    """The shipped weights whose card matches the band counts and scale."""
+    found = []
+    for p in list_weights(folder):
+        c = read_card(p)
+        if (c.get("hs_bands"), c.get("ms_bands"), c.get("scale")) == (hs_bands, ms_bands, scale):
+            found.append(p)
+    if not found:
+        have = ", ".join(
+            f"{p.stem} ({read_card(p).get('hs_bands')} HS / {read_card(p).get('ms_bands')} MS bands, ×{read_card(p).get('scale')})"
+            for p in list_weights(folder)
+        ) or "none"
+        raise WeightsError(
+            f"no shipped weights for {hs_bands} HS bands, {ms_bands} MS bands at ×{scale} (available: {have}); "
+            "fine-tune on the scene, or choose a weights file of your own"
+        )
+    return found[0]
+
+
+def resolve_weights(spec: str | os.PathLike | None, hs_bands: int, ms_bands: int, scale: int) -> Path:
+    """A weights name in ``weights/``, a path, or (None) the shipped weights matching the input."""
+    if spec is None:
+        return find_weights(hs_bands, ms_bands, scale)
+    p = Path(spec)
+    if p.suffix == ".safetensors" or p.exists() or p.with_suffix(".safetensors").exists():
+        return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
+    cand = shipped_weights_dir() / f"{spec}.safetensors"
+    if cand.is_file():
+        return cand
+    names = ", ".join(q.stem for q in list_weights()) or "none"
+    raise WeightsError(f"weights {spec!r} not found (shipped: {names})")
