@@ -26,16 +26,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Re-install only when the project's dependency declaration changed.
 stamp=.venv/.napari-cofusion-installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing python packages into .venv"
   pipq() {  # quiet pip; drop the warnings about package-index folders this machine lacks
     .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   }
   pipq --upgrade pip
-  # torch is pinned so pip takes the CPU build on this machine's disk, not a multi-GB CUDA build.
-  pipq "torch==2.13.0"
-  pipq -e ".[testing]"
+  # constraints.txt pins torch to the CPU build on this machine's disk (not a multi-GB CUDA
+  # build); the testing extra brings the Qt binding (PyQt6) the package itself does not name.
+  pipq -c constraints.txt torch
+  pipq -c constraints.txt -e ".[testing]"
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, napari; print("torch", torch.__version__, "napari", napari.__version__)')"

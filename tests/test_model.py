@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.errors import CubeError, WeightsError
 from napari_cofusion.learn.models import CoFusion, CoFusionConfig
 from napari_cofusion.learn.models.layers import HaarDWT, MaxPoolSame
 from napari_cofusion.learn.weights import load_weights, save_weights
@@ -73,6 +73,22 @@ def test_haar_matches_its_filters():
     torch.testing.assert_close(hf, ref[:, :, 1:].reshape(2, 9, 4, 3))
 
 
+def test_haar_matches_pywavelets():
+    """PyWavelets' one-level ``dwt2(x, "haar")`` is the reference: LL = cA, and the detail bands
+    in the model's order [LH, HL, HH] are pywt's (cH, cV, cD), on odd channel counts and
+    non-square sizes; the inverse equals ``pywt.idwt2``."""
+    pywt = pytest.importorskip("pywt")
+    x = np.random.default_rng(3).standard_normal((2, 5, 12, 6))
+    cA, (cH, cV, cD) = pywt.dwt2(x, "haar", axes=(-2, -1))
+    ll, hf = HaarDWT()(torch.from_numpy(x))
+    hf = hf.reshape(2, 5, 3, 6, 3).numpy()
+    np.testing.assert_allclose(ll.numpy(), cA, atol=1e-12)
+    for i, ref in enumerate((cH, cV, cD)):
+        np.testing.assert_allclose(hf[:, :, i], ref, atol=1e-12)
+    back = HaarDWT().inverse(ll, torch.from_numpy(np.stack([cH, cV, cD], 2).reshape(2, 15, 6, 3)))
+    np.testing.assert_allclose(back.numpy(), pywt.idwt2((cA, (cH, cV, cD)), "haar", axes=(-2, -1)), atol=1e-12)
+
+
 @pytest.mark.parametrize("k", [1, 3, 5, 7, 9])
 def test_max_pool_equals_torch(k):
     x = torch.randn(2, 4, 11, 13)
@@ -132,18 +148,18 @@ def test_weights_roundtrip_is_safetensors_and_card(tmp_path):
 def test_loading_refuses_pickles_and_mismatched_cards(tmp_path):
     bad = tmp_path / "model.pt"
     torch.save({"x": torch.zeros(1)}, bad)
-    with pytest.raises(CubeError, match="safetensors"):
+    with pytest.raises(WeightsError, match="safetensors"):
         load_weights(bad)
     cfg = CoFusionConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)
     st, js = save_weights(CoFusion(cfg), tmp_path / "a", {"config": cfg.to_json(), "hs_bands": 6, "ms_bands": 3, "scale": 4})
     card = json.loads(open(js).read())
     card["config"]["hs_bands"] = 7
     open(js, "w").write(json.dumps(card))
-    with pytest.raises(CubeError, match="do not match the architecture"):
+    with pytest.raises(WeightsError, match="do not match the architecture"):
         load_weights(st)
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
     (tmp_path / "junk.json").write_text(json.dumps({"config": cfg.to_json()}))
-    with pytest.raises(CubeError, match="not a readable safetensors"):
+    with pytest.raises(WeightsError, match="not a readable safetensors"):
         load_weights(tmp_path / "junk.safetensors")
 
 
@@ -160,7 +176,7 @@ def test_fuse_with_weights_checks_band_counts(tmp_path):
     res = fuse(lr, msi, "cofusion", weights=st)
     assert res.cube.shape == (6, 32, 32)
     lr7 = Cube(rng.random((7, 8, 8), dtype=np.float32), name="lr7")
-    with pytest.raises(CubeError, match="expect 6 HS bands"):
+    with pytest.raises(WeightsError, match="expects 6 HS bands"):
         fuse(lr7, msi, "cofusion", weights=st)
 
 
@@ -194,9 +210,9 @@ def test_shipped_weights_lookup_by_band_counts(tmp_path, monkeypatch):
     assert shipped_weights_dir() == tmp_path
     assert find_weights(6, 3, 4).name == "six.safetensors"
     assert resolve_weights("six", 6, 3, 4).name == "six.safetensors"
-    with pytest.raises(CubeError, match=r"no shipped weights for 48 HS bands.*six \(6 HS / 3 MS bands, ×4\)"):
+    with pytest.raises(WeightsError, match=r"no shipped weights for 48 HS bands.*six \(6 HS / 3 MS bands, ×4\)"):
         find_weights(48, 3, 4)
-    with pytest.raises(CubeError, match="not found"):
+    with pytest.raises(WeightsError, match="not found"):
         resolve_weights("nope", 6, 3, 4)
 
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.errors import CubeError, DeviceError, WeightsError
 from napari_cofusion.degrade.estimate import estimate_degradation
 from napari_cofusion.core.io import read_cube
 from napari_cofusion.learn.models import CoFusion, CoFusionConfig
@@ -236,7 +236,7 @@ def test_finetune_on_cuda_without_a_gpu_is_a_clear_error():
     pair = simulate_pair(bundled_reference(), scale=4, psf="weak", srf="nikon-d700")
     model = _small(31, 3, 4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CubeError, match="no CUDA device"):
+    with pytest.raises(DeviceError, match="no CUDA device"):
         list(finetune_scene(model, pair.lr, pair.msi, device="cuda"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
 
@@ -254,7 +254,7 @@ def test_finetune_on_cuda_with_consistency():
 
 def test_finetune_refuses_band_mismatch():
     pair = simulate_pair(bundled_reference(), scale=4, psf="weak", srf="nikon-d700")
-    with pytest.raises(CubeError, match="expects 48 HS"):
+    with pytest.raises(WeightsError, match="expects 48 HS"):
         list(finetune_scene(_small(48, 3, 4), pair.lr, pair.msi))
 
 

@@ -102,11 +102,11 @@ def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
 def test_cuda_without_a_gpu_is_a_clear_error(scenes, shared_data, tmp_path, capsys):
-    from napari_cofusion.core.errors import CubeError
+    from napari_cofusion.core.errors import CubeError, DeviceError
 
     tr, va = scenes
     model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))
-    with pytest.raises(CubeError, match="CUDA"):
+    with pytest.raises(DeviceError, match="CUDA"):
         next(train(model, tr, va, TrainConfig(steps=2, batch=2, patch=32), device="cuda"))
     assert main(["train", "--data", str(shared_data / "cave"), "--device", "cuda", "--out", str(tmp_path / "w")]) == 2
     assert "no CUDA device" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from napari_cofusion.core.errors import CubeError
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["cube_layers", "layer_cube", "add_cube", "show_error", "show_info", "layer_wavelengths", "CubeError"]
+__all__ = ["cube_layers", "layer_cube", "add_cube", "show_error", "show_info", "layer_wavelengths"]
 
 
 def cube_layers(viewer: "napari.Viewer") -> list:

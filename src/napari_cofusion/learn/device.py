@@ -10,7 +10,7 @@ import torch
 
 from napari_cofusion.core.errors import DeviceError
 
-__all__ = ["resolve_device", "available_devices", "set_threads", "keep_freed_memory"]
+__all__ = ["resolve_device", "device_name", "available_devices", "set_threads", "keep_freed_memory"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -24,6 +24,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise DeviceError(f"unsupported device {str(device)!r}: use cpu or cuda")
     return dev
+
+
+def device_name(device: str | torch.device | None) -> str:
+    """What a weights card records as the training device: the GPU's name on CUDA, else "cpu"."""
+    dev = resolve_device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def available_devices() -> list[str]:

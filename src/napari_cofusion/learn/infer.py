@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
-import numpy as np
 import torch
 
 __all__ = ["fuse_tensor", "iter_tiles", "tile_starts", "auto_tile"]

@@ -32,8 +32,9 @@ from napari_cofusion.core import ops
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.estimate import Degradation, estimate_degradation
+from napari_cofusion.fusion.pair import check_fits, check_pair
 from napari_cofusion.learn.models import CoFusion, CoFusionConfig
-from napari_cofusion.learn.train import Progress, Scene, TrainConfig, classical_base, train
+from napari_cofusion.learn.train import Scene, TrainConfig, classical_base, train
 from napari_cofusion.learn.device import resolve_device
 
 __all__ = ["adapt_model", "dihedral_pair", "reduced_scenes", "finetune_scene", "scene_config", "DEFAULT_STEPS", "DEFAULT_LR",
@@ -227,9 +228,8 @@ def finetune_scene(
     dev = resolve_device(device)
     cfg = cfg or scene_config()
     m = model.cfg
-    if (lr.bands, msi.bands) != (m.hs_bands, m.ms_bands):
-        raise CubeError(f"the model expects {m.hs_bands} HS and {m.ms_bands} MS bands; the pair has {lr.bands} and "
-                        f"{msi.bands} (adapt it first with selfsup.adapt_model)")
+    check_fits((m.hs_bands, m.ms_bands, m.scale), (lr.bands, msi.bands, check_pair(lr, msi)), "the model", "the pair",
+               hint="adapt it first with adapt_model")
     if degradation is None:
         yield "estimating the PSF and the SRF from the pair"
         degradation = estimate_degradation(lr, msi, psf=psf, srf=srf)

@@ -6,7 +6,6 @@ import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.fusion.pair import check_fits

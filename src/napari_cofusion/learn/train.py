@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -27,14 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_cofusion.core import metrics, ops
+from napari_cofusion.core import metrics
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import TrainingError
 from napari_cofusion.degrade.consistency import enforce
 from napari_cofusion.degrade.simulate import simulate_pair
 from napari_cofusion.fusion.classical import glp_hs
 from napari_cofusion.learn.device import resolve_device
-from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+from napari_cofusion.learn.models import CoFusion
 
 __all__ = ["TrainConfig", "Progress", "Scene", "make_scene", "train", "fusion_loss", "predict", "scene_to",
            "classical_base", "validate"]

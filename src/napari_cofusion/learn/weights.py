@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from napari_cofusion.core.errors import WeightsError
-from napari_cofusion.core.io import _atomic_target, _tmp_beside, write_json
+from napari_cofusion.core.io.common import check_target, temp_beside, write_json
 from napari_cofusion.learn.models import ARCHITECTURES, build_model
 
 __all__ = ["make_card", "save_weights", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
@@ -55,13 +55,13 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str
     if p.suffix != ".safetensors":
         p = p.with_suffix(".safetensors")
     card_path = p.with_suffix(".json")
-    _atomic_target(p, overwrite)
-    _atomic_target(card_path, overwrite)
+    check_target(p, overwrite)
+    check_target(card_path, overwrite)
     full = dict(card)
     full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     full["n_params"] = int(sum(t.numel() for t in model.parameters()))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = _tmp_beside(p, ".safetensors")
+    tmp = temp_beside(p, ".safetensors")
     try:
         save_file(state, str(tmp), metadata={"format": "pt", "architecture": str(full.get("architecture", ""))})
         write_json(full, card_path, overwrite=overwrite)

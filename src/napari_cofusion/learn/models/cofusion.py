@@ -24,7 +24,7 @@ Overview (``CoFusion.forward``)::
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
