@@ -1,41 +1,56 @@
 """``napari-cofusion`` command line: the same core as the plugin.
 
-Subcommands: ``simulate``, ``fuse``, ``evaluate``, ``demo``. Bad input exits with status 2 and
-a one-line error naming the problem.
+Commands:
+
+* ``simulate`` - simulate an LRHSI/HRMSI pair from a reference cube (Wald's protocol);
+* ``fuse`` - fuse an LRHSI with an HRMSI (``fuse --list-methods`` lists the methods);
+* ``evaluate`` - quality metrics of a fused cube (full-reference, or no-reference from the pair);
+* ``demo`` - simulate a pair from the bundled CAVE crop, fuse it, print the metrics;
+* ``train`` - train CoFusion on a folder of reference scenes (:mod:`napari_cofusion.learn.train_folder`);
+* ``estimate`` - estimate the PSF and the SRF from an LRHSI/HRMSI pair;
+* ``finetune`` - fine-tune CoFusion on a pair that has no reference (self-supervised);
+* ``gui`` - open napari with the plugin's widgets docked and a sample or your files loaded.
+
+A flag means the same in every command (:data:`CONVENTIONS`): ``--lr`` is the LRHSI file,
+``--msi`` the HRMSI file, ``--out`` what the command writes, ``--json`` prints the result as JSON
+on stdout, ``--learning-rate`` is the peak learning rate of training.
+
+Exit status: 0 done; 2 bad input, with one line ``napari-cofusion COMMAND: error: ...`` on
+stderr; 130 interrupted (Ctrl-C), with one line. Ctrl-C or SIGTERM during the training loop of
+``train`` or ``finetune`` stops the training and still writes the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.errors import Cancelled, CofusionError, CubeError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "CONVENTIONS"]
+
+CONVENTIONS = (
+    "Every command: --lr is the LRHSI file, --msi the HRMSI file, --ref a reference cube; --out is what the "
+    "command writes (simulate: a folder; fuse: the fused cube; train, finetune: weights NAME.safetensors + "
+    "NAME.json; estimate: a JSON file) and --overwrite lets it replace one; --json prints the result as JSON on "
+    "stdout instead of text (fuse, evaluate, estimate); --learning-rate is the peak learning rate (train, "
+    "finetune). Exit status 2: bad input (one line on stderr); 130: interrupted."
+)
+JSON_HELP = "print the result as JSON on stdout instead of text"
 
 
+# ---------------------------------------------------------------------------- shared helpers
 def _fmt_metrics(d: dict[str, float]) -> str:
     return "  ".join(f"{k.upper()} {v:.4f}" for k, v in d.items())
 
 
-def _cmd_simulate(a: argparse.Namespace) -> int:
-    from napari_cofusion.core.io import read_cube
-    from napari_cofusion.degrade.simulate import save_pair, simulate_pair
-
-    ref = read_cube(a.ref, **({"norm": _norm(a.norm)} if a.norm else {}))
-    kw: dict[str, Any] = {}
-    if a.protocol:
-        kw["protocol"] = a.protocol
-    else:
-        kw.update(scale=a.scale, psf=a.psf, srf=a.srf)
-    pair = simulate_pair(ref, snr_db=a.snr, seed=a.seed, **kw)
-    written = save_pair(pair, a.out_dir, fmt=a.format, overwrite=a.overwrite)
-    for k, v in written.items():
-        print(f"{k}: {v}")
-    return 0
+def _print_json(obj: Any) -> None:
+    """``--json``: the result as JSON on stdout (numpy values as lists / numbers)."""
+    print(json.dumps(obj, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
 def _norm(v: str) -> Any:
@@ -43,6 +58,26 @@ def _norm(v: str) -> Any:
         return float(v)
     except ValueError:
         return v
+
+
+def _auto(v: str | None) -> str | None:
+    return None if v in (None, "", "auto", "estimate") else v
+
+
+def _refuse_existing(*paths: Path, overwrite: bool) -> None:
+    """Stop before any work when an output exists (and --overwrite was not given)."""
+    for p in paths:
+        if p.exists() and not overwrite:
+            raise CubeError(f"{p}: already exists; choose another name or pass --overwrite")
+
+
+def _weights_out(out: str, overwrite: bool) -> Path:
+    """``--out`` of train/finetune: NAME.safetensors (+ NAME.json), checked before training."""
+    path = Path(out).with_suffix(".safetensors")
+    _refuse_existing(path, path.with_suffix(".json"), overwrite=overwrite)
+    if not path.parent.is_dir():
+        raise CubeError(f"{path.parent}: folder not found")
+    return path
 
 
 def _read_pair(a: argparse.Namespace) -> tuple[Any, Any]:
@@ -59,29 +94,99 @@ def _read_pair(a: argparse.Namespace) -> tuple[Any, Any]:
     return lr, msi
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM (and SIGINT, which a background job started by a script ignores) stop a long
+    run like Ctrl-C does, so that it still writes its weights; the old handlers come back after."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    before = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            before[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in before.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def _train_loop(tag: str, loop: Iterator[Any], log_every: int) -> Any:
+    """Drive a training generator (``learn.train.train`` or ``selfsup.finetune_scene``), printing
+    its status lines and every ``log_every``-th step, each validation and the last step. Ctrl-C or
+    SIGTERM closes it (the model keeps its best state) and the command goes on to write the
+    weights. Returns the last :class:`~napari_cofusion.learn.train.Progress` (None before the first step)."""
+    last = None
+    with _sigterm_as_interrupt():
+        try:
+            for item in loop:
+                if isinstance(item, str):
+                    print(f"[{tag}] {item}", flush=True)
+                    continue
+                last = item
+                if item.step % max(log_every, 1) == 0 or item.val or item.done:
+                    msg = f"[{tag}] step {item.step}/{item.total} loss {item.loss:.5f} lr {item.lr:.2e} {item.elapsed:.0f} s"
+                    if item.val:
+                        msg += f" | val PSNR {item.val['psnr']:.3f} SAM {item.val['sam']:.3f}"
+                    print(msg, flush=True)
+        except KeyboardInterrupt:
+            loop.close()
+            print(f"[{tag}] stopped at step {last.step if last else 0}", flush=True)
+    return last
+
+
+# ---------------------------------------------------------------------------- commands
+def _cmd_simulate(a: argparse.Namespace) -> int:
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.degrade.simulate import save_pair, simulate_pair
+
+    ref = read_cube(a.ref, **({"norm": _norm(a.norm)} if a.norm else {}))
+    kw: dict[str, Any] = {"protocol": a.protocol} if a.protocol else {"scale": a.scale, "psf": a.psf, "srf": a.srf}
+    pair = simulate_pair(ref, snr_db=a.snr, seed=a.seed, **kw)
+    written = save_pair(pair, a.out, fmt=a.format, overwrite=a.overwrite)
+    for k, v in written.items():
+        print(f"{k}: {v}")
+    return 0
+
+
 def _cmd_fuse(a: argparse.Namespace) -> int:
+    from napari_cofusion.api import fuse, write_cube
     from napari_cofusion.degrade.consistency import describe_consistency
-    from napari_cofusion.core.io import write_cube
-    from napari_cofusion.api import fuse
 
     out = Path(a.out)
-    if out.exists() and not a.overwrite:
-        raise CubeError(f"{out}: already exists; choose another name or pass --overwrite")
+    _refuse_existing(out, overwrite=a.overwrite)
     lr, msi = _read_pair(a)
-    opts: dict[str, Any] = {}
-    if a.weights:
-        opts["weights"] = a.weights
-    if getattr(a, "device", None):
-        opts["device"] = a.device
+    opts = {k: v for k, v in (("weights", a.weights), ("device", a.device)) if v}
     res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, **opts)
     res.cube.name = out.stem
     write_cube(res.cube, out, overwrite=a.overwrite)
+    weights = res.cube.meta.get("weights")
+    if a.json:
+        _print_json({"method": a.method, "scale": res.scale, "seconds": res.seconds, "out": str(out),
+                     "weights": weights, "consistency": res.consistency})
+        return 0
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
-    if res.cube.meta.get("weights"):
-        print(f"weights: {res.cube.meta['weights']}")
+    if weights:
+        print(f"weights: {weights}")
     if res.consistency:
         print(f"data consistency: {describe_consistency(res.consistency)}")
     return 0
+
+
+class _ListMethods(argparse.Action):
+    """``fuse --list-methods``: print the registered methods and exit (like ``--help``)."""
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:  # noqa: A002
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ARG002
+        from napari_cofusion.api import iter_methods
+
+        for m in iter_methods():
+            print(f"{m.name:<10} {m.description}" + (" [--weights]" if m.needs_weights else ""))
+        parser.exit(0)
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -91,31 +196,30 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     fused = read_cube(a.fused)
     if a.ref:
-        ref = read_cube(a.ref)
         scale = a.scale
         if scale is None:
-            if a.lr:
-                scale = infer_scale(read_cube(a.lr).shape, fused.shape)
-            else:
+            if not a.lr:
                 raise CubeError("--scale is needed for ERGAS (or give --lr to infer it)")
-        res = metrics.full_reference(fused.data, ref.data, scale)
+            scale = infer_scale(read_cube(a.lr).shape, fused.shape)
+        res = metrics.full_reference(fused.data, read_cube(a.ref).data, scale)
     else:
         if not (a.lr and a.msi):
             raise CubeError("give --ref for full-reference metrics, or --lr and --msi for D_lambda, D_s, QNR")
         lr, msi = read_cube(a.lr), read_cube(a.msi)
         scale = infer_scale(lr.shape, fused.shape)
-        kernel = PSF.parse(a.psf).kernel(scale)
-        res = metrics.no_reference(fused.data, lr.data, msi.data, kernel, scale)
-    print(json.dumps(res, indent=2) if a.json else _fmt_metrics(res))
+        res = metrics.no_reference(fused.data, lr.data, msi.data, PSF.parse(a.psf).kernel(scale), scale)
+    if a.json:
+        _print_json(res)
+    else:
+        print(_fmt_metrics(res))
     return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     """Simulate a pair from the bundled CAVE crop, fuse it with every classical method, print metrics."""
+    from napari_cofusion.api import fuse, simulate_pair
     from napari_cofusion.core import metrics
-    from napari_cofusion.api import fuse
     from napari_cofusion.samples import bundled_reference
-    from napari_cofusion.degrade.simulate import simulate_pair
 
     ref = bundled_reference()
     pair = simulate_pair(ref, protocol=a.protocol)
@@ -127,258 +231,91 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-CAVE_VALIDATION = ("oil_painting", "paints")
-
-
 def _cmd_train(a: argparse.Namespace) -> int:
     """Train CoFusion on CAVE-style scene folders under a named protocol; write weights + card."""
     import time
 
-    import numpy as np
-    import torch
-
-    from napari_cofusion.core import metrics
-    from napari_cofusion.core.io import read_cube
-    from napari_cofusion.api import fuse
-    from napari_cofusion.learn.models import CoFusion, CoFusionConfig
-    from napari_cofusion.degrade.simulate import protocol_recipe, simulate_pair
-    from napari_cofusion.learn.train import TrainConfig, train, validate
-    from napari_cofusion.learn.device import resolve_device, set_threads
-    from napari_cofusion.learn.weights import save_weights
+    from napari_cofusion.learn import train_folder
+    from napari_cofusion.learn.device import device_name, resolve_device, set_threads
 
     threads = set_threads(a.threads)
     device = resolve_device(a.device)
-    data = Path(a.data)
-    if not data.is_dir():
-        raise CubeError(f"{data}: training data folder not found")
-    folders = sorted(p for p in data.iterdir() if p.is_dir())
-    val_names = set(a.val or CAVE_VALIDATION)
-    tr = [p for p in folders if p.name.removesuffix("_ms") not in val_names]
-    va = [p for p in folders if p.name.removesuffix("_ms") in val_names]
-    if a.train_scenes:
-        tr = [p for p in tr if p.name.removesuffix("_ms") in set(a.train_scenes)]
-    if not tr:
-        raise CubeError(f"{data}: no training scenes")
-    out = Path(a.out)
-    if out.with_suffix(".safetensors").exists() and not a.overwrite:
-        raise CubeError(f"{out.with_suffix('.safetensors')}: already exists; choose another name or pass --overwrite")
-    recipe = {"protocol": a.protocol}
-    proto = protocol_recipe(a.protocol)
+    tr, va = train_folder.split_scenes(a.data, a.val, a.train_scenes)
+    out = _weights_out(a.out, a.overwrite)
     print(f"[train] {len(tr)} training and {len(va)} validation scenes, {a.protocol}, {threads} threads", flush=True)
     t0 = time.perf_counter()
-    with_base = a.base == "glp-hs"
-    variants = [(k, f) for f in (False, True) for k in range(4)] if a.augment else [(0, False)]
-    jobs = [(str(p), a.crop, recipe, with_base, k, f) for p in tr for k, f in variants]
-    jobs += [(str(p), a.crop, recipe, with_base, 0, False) for p in va]
-    built = _build_scenes(jobs, a.workers)
-    train_scenes, val_scenes = built[: len(built) - len(va)], built[len(built) - len(va):]
-    baseline, baseline_dc = [], []
-    for p in va:
-        pair = simulate_pair(_read_ref(p, a.crop), **recipe)
-        for rows, mode in ((baseline, "off"), (baseline_dc, "auto")):
-            z = fuse(pair.lr, pair.msi, "glp-hs", consistency=mode).cube.data
-            rows.append(metrics.full_reference(z, pair.reference.data, proto["scale"]))
-    print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(train_scenes)} with augmentation)", flush=True)
-    ref0 = train_scenes[0]
-    cfg = CoFusionConfig(hs_bands=ref0.ref.shape[0], ms_bands=ref0.msi.shape[0], scale=proto["scale"], base=a.base,
-                         **({"depths": tuple(a.depths)} if a.depths else {}))
-    model = CoFusion(cfg)
-    tcfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, seed=a.seed, val_every=a.val_every,
-                       ckpt_every=a.ckpt_every, warmup=min(a.warmup, max(a.steps // 10, 1)))
-    print(f"[train] CoFusion {model.n_params():,} parameters; {tcfg}", flush=True)
-    last = None
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    cfg = train_folder.training_config(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, seed=a.seed,
+                                       val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup)
+    run = train_folder.prepare(a.data, tr, va, a.protocol, cfg, crop=a.crop, augment=a.augment, workers=a.workers,
+                               base=a.base, depths=a.depths)
+    print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(run.train_scenes)} with augmentation)",
+          flush=True)
+    print(f"[train] CoFusion {run.model.n_params():,} parameters; {run.config}", flush=True)
+    dev_name = device_name(device)
     print(f"[train] device: {dev_name}", flush=True)
-    loop = train(model, train_scenes, val_scenes, tcfg, ckpt_dir=a.ckpt_dir, resume=a.resume, device=device)
-    _sigterm_as_interrupt()
-    try:
-        for prog in loop:
-            last = prog
-            if prog.step % a.log_every == 0 or prog.val or prog.done:
-                msg = f"[train] step {prog.step}/{prog.total} loss {prog.loss:.5f} lr {prog.lr:.2e} {prog.elapsed:.0f} s"
-                if prog.val:
-                    msg += f" | val PSNR {prog.val['psnr']:.3f} SAM {prog.val['sam']:.3f}"
-                print(msg, flush=True)
-    except KeyboardInterrupt:  # Ctrl-C: stop, keep the best state so far, still write the weights
-        loop.close()
-        print(f"[train] stopped at step {last.step if last else 0}", flush=True)
-    def mean(rows: list[dict[str, float]]) -> dict[str, float] | None:
-        return {k: float(np.mean([b[k] for b in rows])) for k in rows[0]} if rows else None
-
-    base_mean = mean(baseline)
-    # the network with fuse()'s default data-consistency step, and the baseline with the same step
-    val_dc = validate(model, val_scenes, consistency="auto") if val_scenes and last else None
-    ref_cube = read_cube(tr[0])
-    card = {
-        "architecture": "cofusion",
-        "config": cfg.to_json(),
-        "hs_bands": cfg.hs_bands,
-        "hs_wavelengths_nm": None if ref_cube.wavelengths is None else ref_cube.wavelengths.tolist(),
-        "ms_bands": cfg.ms_bands,
-        "srf": proto["srf"],
-        "scale": cfg.scale,
-        "psf": proto["psf"],
-        "protocol": a.protocol,
-        "training_data": {"root": str(data), "train_scenes": [p.name for p in tr], "val_scenes": [p.name for p in va],
-                           "augmentation": "8 dihedral variants of each reference" if a.augment else "none"},
-        "training": {**tcfg.__dict__, "steps_done": last.step if last else 0,
-                     "seconds": round(last.elapsed, 1) if last else 0.0, "threads": threads, "device": dev_name},
-        "validation": last.best_val if last else None,
-        "validation_glp_hs": base_mean,
-        "validation_consistency": val_dc,
-        "validation_glp_hs_consistency": mean(baseline_dc),
-    }
-    paths = save_weights(model, out, card, overwrite=a.overwrite)
+    last = _train_loop("train", run.loop(a.ckpt_dir, a.resume, device), a.log_every)
+    paths, card = run.save(out, last, threads, dev_name, overwrite=a.overwrite)
     print(f"[train] wrote {paths[0]} and {paths[1]}", flush=True)
-    if card["validation"]:
-        v = card["validation"]
-        print(f"[train] best validation: PSNR {v['psnr']:.3f} SAM {v['sam']:.3f} (glp-hs: PSNR "
-              f"{base_mean['psnr']:.3f} SAM {base_mean['sam']:.3f})" if base_mean else "", flush=True)
+    v, b = card["validation"], card["validation_glp_hs"]
+    if v:
+        print(f"[train] best validation: PSNR {v['psnr']:.3f} SAM {v['sam']:.3f}"
+              + (f" (glp-hs: PSNR {b['psnr']:.3f} SAM {b['sam']:.3f})" if b else ""), flush=True)
     return 0
-
-
-def _read_ref(path: "str | Path", crop: int | None):
-    """A training/validation reference, cropped to ``crop``² when asked (quick runs)."""
-    import numpy as np
-
-    from napari_cofusion.core.io import read_cube
-
-    ref = read_cube(path)
-    return ref.with_data(np.ascontiguousarray(ref.data[:, :crop, :crop])) if crop else ref
-
-
-def _build_one_scene(job: tuple) -> tuple:
-    """Worker for :func:`_build_scenes`: read a reference, simulate one dihedral variant."""
-    from napari_cofusion.learn.train import make_scene
-
-    path, crop, recipe, with_base, k, f = job
-    return make_scene(_read_ref(path, crop), Path(path).name, recipe, with_base, k, f)
-
-
-def _build_scenes(jobs: list[tuple], workers: int | None) -> list:
-    """Simulate the training/validation scenes, in ``workers`` processes when more than one."""
-    workers = min(workers or 1, len(jobs))
-    if workers <= 1:
-        return [_build_one_scene(j) for j in jobs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(_build_one_scene, jobs))
-
-
-def _sigterm_as_interrupt() -> None:
-    """Let SIGTERM (and SIGINT, which a background job started by a script ignores) stop a long
-    run like Ctrl-C does, so that it still writes its weights."""
-    import signal
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, handler)
-        except (ValueError, OSError):  # not the main thread
-            pass
-
-
-def _auto(v: str | None) -> str | None:
-    return None if v in (None, "", "auto", "estimate") else v
 
 
 def _cmd_estimate(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_cofusion.degrade.estimate import estimate_degradation
     from napari_cofusion.core.io import read_cube, write_json
+    from napari_cofusion.degrade.estimate import estimate_degradation
 
+    if a.out:
+        _refuse_existing(Path(a.out), overwrite=a.overwrite)
     lr, msi = read_cube(a.lr), read_cube(a.msi)
     deg = estimate_degradation(lr, msi, psf=_auto(a.psf), srf=_auto(a.srf), free_kernel=a.free_kernel)
+    if a.out:
+        write_json(deg.to_json(), Path(a.out), overwrite=a.overwrite)
+    if a.json:
+        _print_json(deg.to_json())
+        return 0
     print(deg.describe())
     np.set_printoptions(precision=4, suppress=True, linewidth=120)
     print("SRF (rows: MSI bands, columns: HS bands):")
     print(deg.srf)
-    if a.json:
-        write_json(deg.to_json(), Path(a.json), overwrite=a.overwrite)
-        print(f"wrote {a.json}")
+    if a.out:
+        print(f"wrote {a.out}")
     return 0
 
 
 def _cmd_finetune(a: argparse.Namespace) -> int:
-    from napari_cofusion.core.io import read_cube
-    from napari_cofusion.learn.selfsup import DEFAULT_CONSISTENCY, adapt_model, finetune_scene, scene_config
+    from napari_cofusion.api import check_pair, read_cube
     from napari_cofusion.learn.device import resolve_device, set_threads
-    from napari_cofusion.learn.weights import load_weights, resolve_weights, save_weights
+    from napari_cofusion.learn.selfsup import DEFAULT_CONSISTENCY, finetune_scene, scene_card, scene_config
+    from napari_cofusion.learn.start import starting_model
+    from napari_cofusion.learn.weights import save_weights
 
     device = resolve_device(a.device)
-    out = Path(a.out_weights).with_suffix(".safetensors")
-    if (out.exists() or out.with_suffix(".json").exists()) and not a.overwrite:
-        raise CubeError(f"{out}: already exists; choose another name or pass --overwrite")
-    if not out.parent.is_dir():
-        raise CubeError(f"{out.parent}: folder not found")
+    out = _weights_out(a.out, a.overwrite)
     threads = set_threads(a.threads)
     lr, msi = read_cube(a.lr), read_cube(a.msi)
-    from napari_cofusion.api import check_pair
-
     scale = check_pair(lr, msi)
-    start, start_name = None, "new model"
-    if a.weights != "new":
-        try:
-            path = resolve_weights(a.weights, lr.bands, msi.bands, scale)
-        except CubeError:
-            if a.weights:
-                raise
-            path = None  # no shipped weights for these band counts: any shipped CoFusion body, else new
-            from napari_cofusion.learn.weights import list_weights
-
-            shipped = list_weights()
-            if shipped:
-                path = shipped[0]
-        if path is not None:
-            start, _card = load_weights(path)
-            start_name = str(path)
-    model, info = adapt_model(start, lr.bands, msi.bands, scale)
+    start = starting_model(a.weights, lr.bands, msi.bands, scale, adapt=True)
+    model = start.model
     print(f"[finetune] {lr.name}: {lr.bands} bands {lr.shape[1]}×{lr.shape[2]}; {msi.name}: {msi.bands} bands "
           f"{msi.shape[1]}×{msi.shape[2]}; ×{scale}; {threads} threads", flush=True)
-    print(f"[finetune] start: {start_name} ({info['mode']}"
-          + (f", {len(info['reinitialised'])} band-count layers re-initialised" if info["reinitialised"] else "") + ")",
+    print(f"[finetune] start: {start.origin} ({start.mode}"
+          + (f", {len(start.reinitialised)} band-count layers re-initialised" if start.reinitialised else "") + ")",
           flush=True)
     cfg = scene_config(a.steps, a.learning_rate, a.batch, a.patch, a.seed)
     report: dict[str, Any] = {}
-    last = None
     consistency = DEFAULT_CONSISTENCY if a.consistency is None else a.consistency
     loop = finetune_scene(model, lr, msi, cfg, psf=_auto(a.psf), srf=_auto(a.srf), consistency=consistency,
                           report=report, device=device)
-    _sigterm_as_interrupt()
-    try:
-        for item in loop:
-            if isinstance(item, str):
-                print(f"[finetune] {item}", flush=True)
-                continue
-            last = item
-            if item.step % max(a.log_every, 1) == 0 or item.done:
-                print(f"[finetune] step {item.step}/{item.total} loss {item.loss:.5f} lr {item.lr:.2e} "
-                      f"{item.elapsed:.0f} s", flush=True)
-    except KeyboardInterrupt:
-        loop.close()
-        print(f"[finetune] stopped at step {last.step if last else 0}", flush=True)
-    deg = report.get("degradation")
-    if deg is None or last is None:
-        raise CubeError("stopped before the first step: no weights written")
-    card = {
-        "architecture": "cofusion", "config": model.cfg.to_json(),
-        "hs_bands": lr.bands, "hs_wavelengths_nm": None if lr.wavelengths is None else lr.wavelengths.tolist(),
-        "ms_bands": msi.bands, "srf": deg["srf"], "scale": scale, "psf": deg["psf"], "protocol": None,
-        "degradation": deg,
-        "training_mode": "scene-only: reduced-resolution self-supervised fine-tune (napari-cofusion finetune)",
-        "training_data": {"lr": str(a.lr), "msi": str(a.msi)},
-        "training": {"start_weights": start_name, "start_mode": info["mode"],
-                     "reinitialised": info["reinitialised"], "steps": cfg.steps, "steps_done": last.step,
-                     "seconds": round(last.elapsed, 1), "lr": cfg.lr, "batch": a.batch,
-                     "patch": report.get("patch"), "consistency": consistency,
-                     "consistency_patch": report.get("consistency_patch"), "threads": threads, "device": str(device),
-                     "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
-    }
+    last = _train_loop("finetune", loop, a.log_every)
+    if last is None or "degradation" not in report:
+        raise Cancelled("stopped before the first step: no weights written")
+    card = scene_card(model, lr, cfg, report, last, start, consistency, threads, str(device),
+                      training_data={"lr": str(a.lr), "msi": str(a.msi)})
     paths = save_weights(model, out, card, overwrite=a.overwrite)
     print(f"[finetune] reduced-resolution L1 {report.get('reduced_before', float('nan')):.5f} -> "
           f"{report.get('reduced_after', float('nan')):.5f}", flush=True)
@@ -393,31 +330,57 @@ def _cmd_gui(a: argparse.Namespace) -> int:
     return run(a.files, None if a.sample == "none" else a.sample, a.fuse, a.screenshot)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from napari_cofusion.degrade.simulate import PROTOCOLS
-    from napari_cofusion.core.srf import srf_presets
+# ---------------------------------------------------------------------------- the parser
+def _pair_args(p: argparse.ArgumentParser, required: bool = True, why: str = "") -> None:
+    p.add_argument("--lr", required=required, metavar="LRHSI", help="the low-resolution hyperspectral image file" + why)
+    p.add_argument("--msi", required=required, metavar="HRMSI", help="the high-resolution multispectral image file" + why)
 
-    p = argparse.ArgumentParser(prog="napari-cofusion", description="Hyperspectral / multispectral image fusion")
+
+def _out_args(p: argparse.ArgumentParser, what: str, required: bool = True) -> None:
+    p.add_argument("--out", required=required, metavar="PATH", help=what)
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+
+
+def _run_args(p: argparse.ArgumentParser, steps: int | None, batch: int, patch: int, learning_rate: float | None,
+              steps_help: str, patch_help: str, lr_help: str) -> None:
+    """The options train and finetune share."""
+    p.add_argument("--steps", type=int, default=steps, help=steps_help)
+    p.add_argument("--batch", type=int, default=batch, help="patches per step")
+    p.add_argument("--patch", type=int, default=patch, help=patch_help)
+    p.add_argument("--learning-rate", type=float, default=learning_rate, metavar="RATE", help=lr_help)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--log-every", type=int, default=10, metavar="N", help="print every Nth step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_cofusion.core.srf import srf_presets
+    from napari_cofusion.degrade.simulate import PROTOCOLS
+
+    p = argparse.ArgumentParser(prog="napari-cofusion", description="Hyperspectral / multispectral image fusion",
+                                epilog=CONVENTIONS)
     sub = p.add_subparsers(dest="cmd", required=True)
+    protocols = sorted(PROTOCOLS)
+    srfs = " | ".join(srf_presets())
 
     s = sub.add_parser("simulate", help="simulate an LRHSI/HRMSI pair from a reference cube (Wald's protocol)")
     s.add_argument("--ref", required=True, help="reference cube (ENVI .hdr, .mat, .tif, .npy/.npz or band-PNG folder)")
     s.add_argument("--scale", type=int, default=4)
     s.add_argument("--psf", default="weak", help="weak | wald | gaussian:SIGMA | gaussian:SIZE:SIGMA | box[:SIZE] | kernel file")
-    s.add_argument("--srf", default="nikon-d700", help=f"{' | '.join(srf_presets())} | SRF file (.csv/.npy/.mat)")
-    s.add_argument("--protocol", choices=sorted(PROTOCOLS), help="named preset (overrides --scale/--psf/--srf)")
+    s.add_argument("--srf", default="nikon-d700", help=f"{srfs} | SRF file (.csv/.npy/.mat)")
+    s.add_argument("--protocol", choices=protocols, help="named preset (overrides --scale/--psf/--srf)")
     s.add_argument("--snr", type=float, default=None, help="add Gaussian noise at this SNR (dB)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--norm", default=None, help="normalisation of the reference: auto | max | a number")
     s.add_argument("--format", default=".hdr", choices=[".hdr", ".tif", ".npy", ".npz"])
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--overwrite", action="store_true")
+    _out_args(s, "folder to write lr, msi, ref (in --format) and recipe.json to")
     s.set_defaults(func=_cmd_simulate)
 
     f = sub.add_parser("fuse", help="fuse an LRHSI with an HRMSI")
-    f.add_argument("--lr", required=True)
-    f.add_argument("--msi", required=True)
+    _pair_args(f)
     f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion (see --list-methods)")
+    f.add_argument("--list-methods", action=_ListMethods, help="list the fusion methods and exit")
     f.add_argument("--weights", default=None, help="weights name in weights/ or a .safetensors path (learned methods)")
     f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak)")
     f.add_argument("--recipe", default=None, help="recipe.json of a simulated pair (default: beside --lr)")
@@ -425,84 +388,66 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--consistency", choices=["auto", "on", "off"], default=None,
                    help="project the result onto the LRHSI and HRMSI it came from (default: the method's; auto for "
                         "cofusion: when the PSF and a fitted SRF explain the pair, off for the baselines)")
-    f.add_argument("--out", required=True)
-    f.add_argument("--overwrite", action="store_true")
+    _out_args(f, "the fused cube to write (.hdr, .tif, .npy, .npz)")
+    f.add_argument("--json", action="store_true", help=JSON_HELP + " (method, scale, seconds, weights, consistency)")
     f.set_defaults(func=_cmd_fuse)
 
     e = sub.add_parser("evaluate", help="quality metrics of a fused cube")
-    e.add_argument("--fused", required=True)
-    e.add_argument("--ref", default=None)
-    e.add_argument("--scale", type=int, default=None)
-    e.add_argument("--lr", default=None)
-    e.add_argument("--msi", default=None)
-    e.add_argument("--psf", default="weak")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--fused", required=True, help="the fused cube")
+    e.add_argument("--ref", default=None, help="reference cube: full-reference metrics (PSNR, SSIM, SAM, ERGAS, ...)")
+    e.add_argument("--scale", type=int, default=None, help="the fusion's scale, for ERGAS (default: from --lr)")
+    _pair_args(e, required=False, why=" (without --ref: D_lambda, D_s and QNR from the pair)")
+    e.add_argument("--psf", default="weak", help="PSF of the pair, for the no-reference metrics")
+    e.add_argument("--json", action="store_true", help=JSON_HELP)
     e.set_defaults(func=_cmd_evaluate)
 
     t = sub.add_parser("train", help="train CoFusion on CAVE-style scenes under a protocol")
     t.add_argument("--data", required=True, help="folder of scene folders (e.g. ../shared/data/cave)")
-    t.add_argument("--protocol", default="cave-x4", choices=sorted(PROTOCOLS))
+    t.add_argument("--protocol", default="cave-x4", choices=protocols)
     t.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
     t.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--patch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
-    t.add_argument("--warmup", type=int, default=200)
-    t.add_argument("--seed", type=int, default=0)
+    _run_args(t, 2000, 8, 64, 1e-4, "training steps", "HR patch side",
+              "peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
+    t.add_argument("--warmup", type=int, default=200, help="warm-up steps (at most a tenth of --steps)")
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
     t.add_argument("--crop", type=int, default=None, help="crop scenes to this size (quick runs)")
-    t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--no-augment", dest="augment", action="store_false", help="no dihedral variants of the scenes")
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--ckpt-every", type=int, default=50)
-    t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
     t.add_argument("--resume", action="store_true")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    t.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     t.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
-    t.add_argument("--out", required=True, help="weights path without extension (NAME.safetensors + NAME.json)")
-    t.add_argument("--overwrite", action="store_true")
+    _out_args(t, "weights path without extension (NAME.safetensors + NAME.json)")
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="simulate a pair from the bundled CAVE crop, fuse it, print the metrics")
-    d.add_argument("--protocol", default="cave-x4", choices=sorted(PROTOCOLS))
+    d.add_argument("--protocol", default="cave-x4", choices=protocols)
     d.add_argument("--methods", nargs="+", default=["bicubic", "glp-hs"])
     d.set_defaults(func=_cmd_demo)
 
     es = sub.add_parser("estimate", help="estimate the PSF (Gaussian sigma, phase) and the SRF from an LRHSI/HRMSI pair")
-    es.add_argument("--lr", required=True)
-    es.add_argument("--msi", required=True)
+    _pair_args(es)
     es.add_argument("--psf", default="auto", help="auto (estimate) or a PSF preset to fix it")
-    es.add_argument("--srf", default="auto", help=f"auto (estimate) or {' | '.join(srf_presets())} | a file")
+    es.add_argument("--srf", default="auto", help=f"auto (estimate) or {srfs} | a file")
     es.add_argument("--free-kernel", type=int, default=None, metavar="SIZE", help="refine into a free SIZE×SIZE kernel")
-    es.add_argument("--json", default=None, help="write the estimates (kernel, SRF matrix, ...) to this JSON file")
-    es.add_argument("--overwrite", action="store_true")
+    _out_args(es, "write the estimates (kernel, SRF matrix, ...) to this JSON file", required=False)
+    es.add_argument("--json", action="store_true", help=JSON_HELP)
     es.set_defaults(func=_cmd_estimate)
 
     ft = sub.add_parser("finetune", help="fine-tune CoFusion on a pair with no reference (self-supervised)")
-    ft.add_argument("--lr", required=True)
-    ft.add_argument("--msi", required=True)
-    ft.add_argument("--weights", default=None,
-                    help="starting weights: a name in weights/ or a path (default: the shipped weights matching the "
-                         "band counts, else a shipped model's body with the band-count layers re-initialised, else "
-                         "a new model); 'new' for a new model")
-    ft.add_argument("--steps", type=int, default=None, help="training steps (default 100, selfsup.DEFAULT_STEPS)")
-    ft.add_argument("--batch", type=int, default=4)
-    ft.add_argument("--patch", type=int, default=32, help="patch side on the reduced-resolution HR grid")
-    ft.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-4, selfsup.DEFAULT_LR)")
+    _pair_args(ft)
+    ft.add_argument("--weights", default=None, help="starting weights: 'shipped' (default: the shipped weights for "
+                    "the band counts and scale, else a shipped body with new band-count layers, else a new model), "
+                    "'new', or a name in weights/ or a path")
+    _run_args(ft, None, 4, 32, None, "training steps (default 100, selfsup.DEFAULT_STEPS)",
+              "patch side on the reduced-resolution HR grid", "peak learning rate (default 2e-4, selfsup.DEFAULT_LR)")
     ft.add_argument("--psf", default="auto", help="auto (estimate from the pair) or a PSF preset")
     ft.add_argument("--srf", default="auto", help="auto (estimate from the pair) or an SRF preset / file")
     ft.add_argument("--consistency", type=float, default=None,
                     help="weight of the full-resolution consistency losses (re-degraded output vs the inputs); "
                          "default 100 (selfsup.DEFAULT_CONSISTENCY), 0 turns them off")
-    ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--threads", type=int, default=None)
-    ft.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    ft.add_argument("--log-every", type=int, default=10)
-    ft.add_argument("--out-weights", required=True, help="NAME.safetensors (+ NAME.json card) to write")
-    ft.add_argument("--overwrite", action="store_true")
+    _out_args(ft, "NAME.safetensors (+ NAME.json card) to write")
     ft.set_defaults(func=_cmd_finetune)
 
     g = sub.add_parser("gui", help="open napari with the plugin's widgets docked and a sample or your files loaded")
@@ -517,15 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    a = parser.parse_args(argv)
+    a = build_parser().parse_args(argv)
     try:
         return int(a.func(a) or 0)
-    except CubeError as exc:
-        print(f"napari-cofusion {a.cmd}: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"napari-cofusion {a.cmd}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"napari-cofusion {a.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Cancelled as exc:
+        print(f"napari-cofusion {a.cmd}: {exc}", file=sys.stderr)
+        return 130
+    except (CofusionError, OSError, ValueError) as exc:
+        print(f"napari-cofusion {a.cmd}: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
 
 

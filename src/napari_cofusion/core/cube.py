@@ -8,14 +8,16 @@ source it came from. It has no Qt or napari dependency; ``to_layer_data`` /
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.errors import CofusionWarning, CubeError
 
-__all__ = ["Cube", "check_cube_array", "normalise_wavelengths_nm"]
+__all__ = ["Cube", "check_cube_array", "normalise", "normalise_wavelengths_nm", "MAX_CLIPPED_FRACTION"]
 
 
 def check_cube_array(data: Any, what: str = "cube") -> np.ndarray:
@@ -23,6 +25,9 @@ def check_cube_array(data: Any, what: str = "cube") -> np.ndarray:
     arr = np.asarray(data)
     if arr.dtype.kind not in "biuf":
         raise CubeError(f"{what}: expected numeric data, got dtype {arr.dtype}")
+    if arr.dtype.kind in "iu":
+        raise CubeError(f"{what}: integer data ({arr.dtype}) is raw sensor values, and a cube holds values scaled to "
+                        "[0, 1]: use Cube.from_raw(data), which divides by the type's full range")
     if arr.ndim != 3:
         raise CubeError(
             f"{what}: expected a 3-D cube (bands, rows, columns), got {arr.ndim}-D data of shape {arr.shape}"
@@ -38,6 +43,67 @@ def check_cube_array(data: Any, what: str = "cube") -> np.ndarray:
             f"{what}: contains {n_nan} NaN and {n_inf} Inf values; fill or mask them before fusion"
         )
     return arr
+
+
+#: more than this fraction of values outside [0, 1] after scaling is refused, not clipped: the
+#: scale is wrong (e.g. a bad ``reflectance scale factor``) or the data is not intensities
+MAX_CLIPPED_FRACTION = 0.5
+
+
+def normalise(
+    data: np.ndarray, norm: str | float = "auto", file_scale: float | None = None, what: str = "cube",
+    scale_source: str = "",
+) -> tuple[np.ndarray, float, int]:
+    """Scale raw values to float32 [0, 1]; return (data, factor used, number of clipped values).
+
+    Values below 0 or above the full scale are clipped with a :class:`CofusionWarning` that
+    gives the counts; when more than half the values would be clipped the scale is wrong and a
+    :class:`CubeError` says so (``scale_source`` names where the factor came from)."""
+    raw = np.asarray(data)
+    if raw.dtype.kind not in "biuf":
+        raise CubeError(f"{what}: expected numeric data, got dtype {raw.dtype}")
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        n_nan = int(np.isnan(raw).sum())
+        n_inf = int((~np.isfinite(raw)).sum()) - n_nan
+        raise CubeError(f"{what}: contains {n_nan} NaN and {n_inf} Inf values")
+    if file_scale is not None and not (math.isfinite(file_scale) and file_scale > 0):
+        raise CubeError(f"{what}: scale factor {file_scale} ({scale_source or 'from the file'}) is not a positive finite number")
+    if isinstance(norm, str):
+        if norm == "auto":
+            if file_scale:
+                factor = float(file_scale)
+            elif raw.dtype.kind in "iu":
+                factor = float(np.iinfo(raw.dtype).max)
+            elif raw.dtype.kind == "b":
+                factor = 1.0
+            else:
+                mx = float(raw.max()) if raw.size else 1.0
+                factor = 1.0 if mx <= 1.0 else mx
+        elif norm == "max":
+            mx = float(raw.max()) if raw.size else 1.0
+            factor = mx if mx > 0 else 1.0
+        else:
+            raise CubeError(f"{what}: unknown normalisation {norm!r} (use 'auto', 'max' or a number)")
+    else:
+        factor = float(norm)
+        if not (math.isfinite(factor) and factor > 0):
+            raise CubeError(f"{what}: normalisation factor must be a positive finite number, got {norm}")
+    out = raw.astype(np.float32) / np.float32(factor)
+    n_low, n_high = int((out < 0).sum()), int((out > 1).sum())
+    n_clip = n_low + n_high
+    if n_clip:
+        frac = n_clip / out.size
+        where = f" after dividing by {factor:g}" + (f" ({scale_source})" if scale_source else "")
+        if frac > MAX_CLIPPED_FRACTION:
+            raise CubeError(
+                f"{what}: {100 * frac:.0f}% of the values fall outside [0, 1]{where} ({n_low} below 0, {n_high} "
+                "above 1): the scale is wrong or the data is not intensities; give the normalisation factor explicitly"
+            )
+        warnings.warn(CofusionWarning(
+            f"{what}: {n_low} values below 0 set to 0 and {n_high} above full scale set to 1{where} "
+            f"({100 * frac:.2g}% of the cube)"), stacklevel=2)
+        np.clip(out, 0.0, 1.0, out=out)
+    return out, factor, n_clip
 
 
 def normalise_wavelengths_nm(wl: Any, n_bands: int | None = None, units: str | None = None) -> np.ndarray | None:
@@ -116,10 +182,26 @@ class Cube:
         return self.data, kwargs, "image"
 
     @classmethod
+    def from_raw(cls, raw: Any, norm: "str | float" = "auto", **fields: Any) -> "Cube":
+        """A cube from raw sensor values (any numeric dtype), scaled to [0, 1] by :func:`normalise`;
+        ``fields`` are the other attributes (``wavelengths``, ``name``, ...)."""
+        what = fields.get("name", "cube")
+        data, factor, n_clip = normalise(np.asarray(raw), norm, what=what)
+        meta = dict(fields.pop("meta", {}) or {})
+        if n_clip:
+            meta["clipped"] = n_clip
+        return cls(data, norm_scale=factor, meta=meta, **fields)
+
+    @classmethod
     def from_layer_data(cls, data: Any, metadata: dict | None = None, name: str = "layer") -> "Cube":
+        """A cube from a napari layer's data and metadata; integer layers (opened by another
+        reader) are scaled to [0, 1] by their type's full range."""
         md = dict(metadata or {})
         wl = md.pop("wavelengths", None)
         norm = float(md.pop("norm_scale", 1.0) or 1.0)
         source = str(md.pop("source", ""))
         md.pop("napari_cofusion", None)
-        return cls(np.asarray(data), wavelengths=wl, norm_scale=norm, name=name, source=source, meta=md)
+        arr = np.asarray(data)
+        if arr.dtype.kind in "iu":
+            return cls.from_raw(arr, wavelengths=wl, name=name, source=source, meta=md)
+        return cls(arr, wavelengths=wl, norm_scale=norm, name=name, source=source, meta=md)

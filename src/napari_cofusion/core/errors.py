@@ -11,7 +11,7 @@ for "worker deleted" and would swallow it.
 
 from __future__ import annotations
 
-__all__ = ["CofusionError", "CubeError", "WeightsError", "DeviceError", "TrainingError", "Cancelled"]
+__all__ = ["CofusionError", "CubeError", "WeightsError", "DeviceError", "TrainingError", "Cancelled", "CofusionWarning"]
 
 
 class CofusionError(Exception):
@@ -37,3 +37,8 @@ class TrainingError(CofusionError):
 
 class Cancelled(CofusionError):
     """The user stopped a job."""
+
+
+class CofusionWarning(UserWarning):
+    """Data was changed on the way in (e.g. values clipped to [0, 1], with the count): the CLI
+    prints it as one line, the napari reader shows it as a notification."""

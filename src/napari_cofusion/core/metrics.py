@@ -53,10 +53,21 @@ def _t(x: Any) -> torch.Tensor:
     return t.detach().to(torch.float64)
 
 
+def _looks_band_last(shape: tuple[int, ...]) -> bool:
+    """An (H, W, C) array: the last axis more than twice as short as both others."""
+    return len(shape) == 3 and min(shape[0], shape[1]) > 2 * shape[2]
+
+
 def _pair(z: Any, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
     zt, xt = _t(z), _t(x)
     if zt.dim() != 3 or xt.dim() != 3:
         raise CubeError(f"metrics need (C, H, W) cubes, got shapes {tuple(zt.shape)} and {tuple(xt.shape)}")
+    for name, v, t in (("fused", z, zt), ("reference", x, xt)):
+        if not isinstance(v, Cube) and _looks_band_last(tuple(t.shape)):
+            raise CubeError(
+                f"the {name} array of shape {tuple(t.shape)} looks band-last (H, W, C); metrics take band-first "
+                "(C, H, W) cubes: pass np.moveaxis(a, -1, 0), or a Cube"
+            )
     if zt.shape != xt.shape:
         raise CubeError(f"fused cube {tuple(zt.shape)} and reference {tuple(xt.shape)} differ in shape")
     return zt, xt
@@ -90,6 +101,9 @@ def ssim_bands(z: torch.Tensor, x: torch.Tensor, size: int = 11, sigma: float = 
     """
     lead = z.shape[:-2]
     h, w = z.shape[-2:]
+    if min(h, w) <= (size - 1) // 2:
+        raise CubeError(f"SSIM needs images of at least {(size - 1) // 2 + 1}×{(size - 1) // 2 + 1} pixels "
+                        f"(its {size}×{size} window, reflect-padded), got {h}×{w}")
     zt = z.reshape(-1, lead[-1] if lead else 1, h, w)
     xt = x.reshape(zt.shape)
     n = zt.shape[1]

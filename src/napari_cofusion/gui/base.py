@@ -125,15 +125,28 @@ class ErrorLabel(QLabel):
 
 
 class PlotPanel(BaseNapariMPLWidget):
-    """napari-matplotlib's themed canvas and toolbar with a single axes; ``redraw`` is called
-    again when the napari theme changes."""
+    """napari-matplotlib's themed canvas (and toolbar) with ``ncols`` axes side by side; ``axes`` is
+    the first, ``all_axes`` all of them. When the napari theme changes the axes are made anew in the
+    new style and ``redraw`` is called to plot again (so a plot never keeps the colours of the theme
+    it was built in): plot inside :meth:`styled` and take colours from the style, not literals."""
 
     def __init__(self, napari_viewer: "napari.Viewer", redraw: Callable[[], None] | None = None,
-                 parent: QWidget | None = None):
+                 parent: QWidget | None = None, ncols: int = 1, min_height: int = 220, toolbar: bool = True):
         super().__init__(napari_viewer, parent=parent)
         self._redraw = redraw
-        self.add_single_axes()
-        self.setMinimumHeight(220)
+        self._ncols = max(1, int(ncols))
+        self._add_axes()
+        self.toolbar.setVisible(toolbar)
+        self.setMinimumHeight(min_height)
+
+    def _add_axes(self) -> None:
+        if self._ncols == 1:
+            self.add_single_axes()
+            self.all_axes = (self.axes,)
+            return
+        with self.styled():
+            self.all_axes = tuple(self.figure.add_subplot(1, self._ncols, i + 1) for i in range(self._ncols))
+        self.axes = self.all_axes[0]
 
     @contextmanager
     def styled(self) -> Iterator[None]:
@@ -143,7 +156,8 @@ class PlotPanel(BaseNapariMPLWidget):
 
     def reset_axes(self) -> None:
         with self.styled():
-            self.axes.clear()
+            for ax in self.all_axes:
+                ax.clear()
 
     def draw_idle(self) -> None:
         self.canvas.draw_idle()
@@ -155,7 +169,7 @@ class PlotPanel(BaseNapariMPLWidget):
         super()._on_napari_theme_changed(event)
         # the axes keep the colours they were created with: make them anew in the new style
         self.figure.clear()
-        self.add_single_axes()
+        self._add_axes()
         if self._redraw is not None:
             self._redraw()
         else:

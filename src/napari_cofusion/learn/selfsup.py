@@ -34,11 +34,12 @@ from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.estimate import Degradation, estimate_degradation
 from napari_cofusion.fusion.pair import check_fits, check_pair
 from napari_cofusion.learn.models import CoFusion, CoFusionConfig
-from napari_cofusion.learn.train import Scene, TrainConfig, classical_base, train
+from napari_cofusion.learn.train import Progress, Scene, TrainConfig, classical_base, train
 from napari_cofusion.learn.device import resolve_device
+from napari_cofusion.learn.weights import make_card
 
-__all__ = ["adapt_model", "dihedral_pair", "reduced_scenes", "finetune_scene", "scene_config", "DEFAULT_STEPS", "DEFAULT_LR",
-           "DEFAULT_CONSISTENCY"]
+__all__ = ["adapt_model", "dihedral_pair", "reduced_scenes", "finetune_scene", "scene_config", "scene_card", "DEFAULT_STEPS",
+           "DEFAULT_LR", "DEFAULT_CONSISTENCY"]
 
 #: The default step budget and peak learning rate of a scene fine-tune: 5 min 8 s on two threads of
 #: this project's CPU for the real Houston pair (RGB 512×512, 48 bands), 2–7 minutes on one
@@ -287,3 +288,21 @@ def _reduced_loss(model: CoFusion, scenes: list[Scene]) -> float:
         vals.append(float(F.l1_loss(z, sc.ref)))
     model.train(was)
     return float(np.mean(vals))
+
+
+def scene_card(model: CoFusion, lr: Cube, cfg: TrainConfig, report: dict[str, Any], last: Progress, start: Any,
+               consistency: float, threads: int, device: str, training_data: dict[str, Any]) -> dict[str, Any]:
+    """The weights card after a :func:`finetune_scene` run on the LRHSI ``lr`` that ended at
+    ``last``: the degradations it estimated (from its ``report``), where it started (``start``, a
+    :class:`~napari_cofusion.learn.start.StartingModel`) and its settings."""
+    deg = report["degradation"]
+    return make_card(
+        model, hs_wavelengths=lr.wavelengths, srf=deg["srf"], psf=deg["psf"], protocol=None, degradation=deg,
+        training_mode="scene-only: reduced-resolution self-supervised fine-tune (napari-cofusion finetune)",
+        training_data=training_data,
+        training={"start_weights": start.origin, "start_mode": start.mode, "reinitialised": list(start.reinitialised),
+                  "steps": cfg.steps, "steps_done": last.step, "seconds": round(last.elapsed, 1), "lr": cfg.lr,
+                  "batch": cfg.batch, "patch": report.get("patch"), "consistency": consistency,
+                  "consistency_patch": report.get("consistency_patch"), "threads": threads, "device": device,
+                  "reduced_l1_before": report.get("reduced_before"), "reduced_l1_after": report.get("reduced_after")},
+    )

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from napari_cofusion.core.cube import Cube, check_cube_array, normalise_wavelengths_nm
+from napari_cofusion.core.cube import Cube, check_cube_array, normalise, normalise_wavelengths_nm
 from napari_cofusion.core.errors import CubeError
 
 __all__ = ["CAVE_WAVELENGTHS", "WL_KEYS", "check_file", "to_band_first", "normalise", "make_cube", "find_wavelengths",
@@ -60,44 +60,6 @@ def to_band_first(
     return np.moveaxis(a, band_axis, 0)
 
 
-def normalise(
-    data: np.ndarray, norm: str | float = "auto", file_scale: float | None = None, what: str = "cube"
-) -> tuple[np.ndarray, float, int]:
-    """Scale raw values to float32 [0, 1]; return (data, factor used, number of clipped values)."""
-    raw = np.asarray(data)
-    if raw.dtype.kind not in "biuf":
-        raise CubeError(f"{what}: expected numeric data, got dtype {raw.dtype}")
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        n_nan = int(np.isnan(raw).sum())
-        n_inf = int((~np.isfinite(raw)).sum()) - n_nan
-        raise CubeError(f"{what}: contains {n_nan} NaN and {n_inf} Inf values")
-    if isinstance(norm, str):
-        if norm == "auto":
-            if file_scale:
-                factor = float(file_scale)
-            elif raw.dtype.kind in "iu":
-                factor = float(np.iinfo(raw.dtype).max)
-            elif raw.dtype.kind == "b":
-                factor = 1.0
-            else:
-                mx = float(raw.max()) if raw.size else 1.0
-                factor = 1.0 if mx <= 1.0 else mx
-        elif norm == "max":
-            mx = float(raw.max()) if raw.size else 1.0
-            factor = mx if mx > 0 else 1.0
-        else:
-            raise CubeError(f"{what}: unknown normalisation {norm!r} (use 'auto', 'max' or a number)")
-    else:
-        factor = float(norm)
-        if not factor > 0:
-            raise CubeError(f"{what}: normalisation factor must be positive, got {norm}")
-    out = raw.astype(np.float32) / np.float32(factor)
-    n_clip = int((out < 0).sum() + (out > 1).sum())
-    if n_clip:
-        np.clip(out, 0.0, 1.0, out=out)
-    return out, factor, n_clip
-
-
 def make_cube(
     raw: np.ndarray,
     path: Path,
@@ -107,8 +69,9 @@ def make_cube(
     norm: str | float = "auto",
     file_scale: float | None = None,
     meta: dict | None = None,
+    scale_source: str = "",
 ) -> Cube:
-    data, factor, n_clip = normalise(raw, norm, file_scale, what=str(path))
+    data, factor, n_clip = normalise(raw, norm, file_scale, what=str(path), scale_source=scale_source)
     data = check_cube_array(data, str(path))
     try:
         wl = normalise_wavelengths_nm(wavelengths, data.shape[0], wl_units)

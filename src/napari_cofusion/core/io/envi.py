@@ -12,7 +12,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io.common import check_file, check_target, make_cube, temp_beside
 
-__all__ = ["read_envi", "write_envi", "ENVI_DATA_EXTS", "has_envi_header"]
+__all__ = ["read_envi", "write_envi", "ENVI_DATA_EXTS", "has_envi_header", "roughness"]
 
 ENVI_DATA_EXTS = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", "")
 
@@ -20,6 +20,52 @@ ENVI_DATA_EXTS = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", "")
 def has_envi_header(p: Path) -> bool:
     """Whether a data file has an ENVI header beside it."""
     return p.with_suffix(".hdr").exists() or Path(str(p) + ".hdr").exists()
+
+
+def roughness(cube: np.ndarray) -> float:
+    """How much a cube looks like noise: the mean absolute difference of adjacent pixels (the
+    larger of rows and columns) over the standard deviation, on up to 8 bands and a central
+    256×256 window. About 0.02–0.3 for images, 1.13 for white noise, which is what a wrong byte
+    order or interleave makes of them."""
+    c, h, w = cube.shape
+    y0, x0 = max(0, (h - 256) // 2), max(0, (w - 256) // 2)
+    sub = np.asarray(cube[np.linspace(0, c - 1, min(c, 8)).astype(int), y0:y0 + 256, x0:x0 + 256], dtype=np.float64)
+    sd = float(sub.std())
+    if sd == 0 or min(sub.shape[1:]) < 2:
+        return 0.0
+    return max(float(np.abs(np.diff(sub, axis=a)).mean()) for a in (-1, -2)) / sd
+
+
+def _check_layout(raw: np.ndarray, data_file: Path, hdr: Path, offset: int, interleave: str, byte_order: str) -> None:
+    """Refuse integer data that reads as noise while another byte order or interleave reads as an
+    image (three times smoother): the header describes the file wrongly. (Float data read with a
+    wrong byte order is caught by the NaN and range checks; a BIL file read as BSQ keeps its
+    rows intact and cannot be told from an image.)"""
+    if raw.dtype.kind not in "iu":
+        return
+    c, h, w = raw.shape
+    r0 = roughness(raw)
+    if r0 < 0.15 or h * w < 16:
+        return
+    base = np.dtype(raw.dtype).newbyteorder("=")
+
+    def as_order(bo: str) -> np.ndarray:
+        dt = base if base.itemsize == 1 else base.newbyteorder("<" if bo == "0" else ">")
+        return np.memmap(data_file, dtype=dt, mode="r", offset=offset, shape=(c * h * w,))
+
+    shapes = {"bsq": lambda a: a.reshape(c, h, w), "bil": lambda a: a.reshape(h, c, w).transpose(1, 0, 2),
+              "bip": lambda a: a.reshape(h, w, c).transpose(2, 0, 1)}
+    orders = [byte_order] + ([("1" if byte_order == "0" else "0")] if base.itemsize > 1 else [])
+    alternatives = [(roughness(shape(as_order(bo))), bo, il) for bo in orders for il, shape in shapes.items()
+                    if (bo, il) != (byte_order, interleave)]
+    r, bo, il = min(alternatives)
+    if r < r0 / 3:
+        fix = [f"'byte order' = {bo}"] if bo != byte_order else []
+        fix += [f"'interleave' = {il}"] if il != interleave else []
+        raise CubeError(
+            f"{data_file}: reads as noise with the header's 'interleave' = {interleave} and 'byte order' = "
+            f"{byte_order or '(none)'}, but as an image with {' and '.join(fix)}: fix the header {hdr.name}"
+        )
 
 
 def _envi_header_path(path: Path) -> Path:
@@ -62,13 +108,35 @@ def read_envi(path: str | os.PathLike, norm: str | float = "auto") -> Cube:
         dtype = np.dtype(envi.envi_to_dtype[str(h["data type"]).strip()])
     except (KeyError, ValueError) as exc:
         raise CubeError(f"{hdr}: bad ENVI header value ({exc})") from None
-    offset = int(h.get("header offset", 0) or 0)
+    try:
+        offset = int(h.get("header offset", 0) or 0)
+    except ValueError:
+        raise CubeError(f"{hdr}: bad ENVI header value 'header offset' = {h.get('header offset')!r}") from None
+    interleave = str(h.get("interleave", "bsq")).strip().lower()
+    if interleave not in ("bsq", "bil", "bip"):
+        raise CubeError(f"{hdr}: 'interleave' = {interleave!r}; ENVI knows bsq, bil and bip")
+    byte_order = str(h.get("byte order", "")).strip()
+    if dtype.itemsize > 1 and byte_order not in ("0", "1"):
+        raise CubeError(f"{hdr}: 'byte order' must be 0 (little-endian) or 1 (big-endian) for {dtype} data, "
+                        f"got {byte_order or '(missing)'}")
+    scale = h.get("reflectance scale factor")
+    if scale in (None, ""):
+        scale = None
+    else:
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise CubeError(f"{hdr}: 'reflectance scale factor' = {scale!r} is not a number") from None
+        if not (np.isfinite(scale) and scale > 0):
+            raise CubeError(f"{hdr}: 'reflectance scale factor' = {scale} is not a positive finite number")
     expected = offset + n_s * n_l * n_b * dtype.itemsize
     actual = data_file.stat().st_size
-    if actual < expected:
+    if actual != expected:
+        what = "truncated" if actual < expected else "larger than its header says"
         raise CubeError(
-            f"{data_file}: truncated ENVI data file: {actual} bytes, the header describes {expected} "
-            f"({n_b} bands × {n_l} lines × {n_s} samples of {dtype})"
+            f"{data_file}: {what}: {actual} bytes, the header describes {expected} "
+            f"({n_b} bands × {n_l} lines × {n_s} samples of {dtype}, header offset {offset}); check 'samples', "
+            "'lines', 'bands', 'data type' and 'header offset'"
         )
     try:
         img = envi.open(str(hdr), str(data_file))
@@ -76,11 +144,7 @@ def read_envi(path: str | os.PathLike, norm: str | float = "auto") -> Cube:
     except Exception as exc:
         raise CubeError(f"{data_file}: could not read ENVI data ({exc})") from None
     raw = np.moveaxis(np.asarray(raw), 2, 0)  # spectral gives (rows, cols, bands)
-    scale = h.get("reflectance scale factor")
-    try:
-        scale = float(scale) if scale not in (None, "") else None
-    except ValueError:
-        scale = None
+    _check_layout(raw, data_file, hdr, offset, interleave, byte_order)
     wl = h.get("wavelength")
     wl = [float(w) for w in wl] if wl else None
     meta: dict = {"format": "envi"}
@@ -89,7 +153,8 @@ def read_envi(path: str | os.PathLike, norm: str | float = "auto") -> Cube:
             meta["fwhm"] = [float(v) for v in h["fwhm"]]
         except ValueError:
             pass
-    return make_cube(raw, data_file, hdr.stem, wl, h.get("wavelength units"), norm, scale or None, meta)
+    return make_cube(raw, data_file, hdr.stem, wl, h.get("wavelength units"), norm, scale, meta,
+                     scale_source="the header's 'reflectance scale factor'" if scale else "")
 
 
 def write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,18 +12,32 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io.common import (
     check_file, check_target, cube_candidates, describe_arrays, find_wavelengths, make_cube, temp_beside, to_band_first,
+    write_json,
 )
 
-__all__ = ["read_numpy", "write_numpy", "npz_arrays"]
+__all__ = ["read_numpy", "write_numpy", "npz_arrays", "sidecar"]
 
 
 def read_numpy(
     path: str | os.PathLike, key: str | None = None, band_axis: int | None = None, norm: str | float = "auto"
 ) -> Cube:
     """A ``.npy`` array, or an array of a ``.npz`` archive (largest 3-D one without ``key``;
-    a ``wavelengths`` entry, if any, gives the band centres). Never unpickles."""
+    a ``wavelengths`` entry, if any, gives the band centres). Never unpickles.
+
+    What the project writes is band-first and says so (an ``axes`` entry "CYX" in a ``.npz``, a
+    ``NAME.npy.json`` beside a ``.npy``), so it reads back whatever its shape; other arrays have
+    their band axis detected (:func:`~napari_cofusion.core.io.common.to_band_first`)."""
     path = Path(path)
     check_file(path)
+    side = sidecar(path)
+    info: dict = {}
+    if path.suffix.lower() == ".npy" and side.is_file():
+        try:
+            info = json.loads(side.read_text())
+        except (OSError, ValueError) as exc:
+            raise CubeError(f"{side}: not a readable cube description ({exc})") from None
+        if not isinstance(info, dict):
+            raise CubeError(f"{side}: expected a JSON object describing {path.name}")
     try:
         if path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -33,7 +48,14 @@ def read_numpy(
         raise CubeError(f"{path}: refused: it holds Python objects that would need unpickling ({exc})") from None
     except Exception as exc:
         raise CubeError(f"{path}: not a readable NumPy file ({exc})") from None
+    axes = arrays.get("axes")
+    if axes is not None and axes.dtype.kind == "U":
+        info = {"axes": str(axes)}
     arrays = {k: v for k, v in arrays.items() if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
+    if band_axis is None and info.get("axes") == "CYX":
+        band_axis = 0
+    if info.get("wavelengths_nm") is not None:
+        arrays.setdefault("wavelengths", np.asarray(info["wavelengths_nm"], dtype=np.float64))
     if key is None:
         cands = cube_candidates(arrays)
         if not cands:
@@ -59,10 +81,18 @@ def npz_arrays(path: Path) -> dict[str, np.ndarray]:
         return {}
 
 
+def sidecar(path: Path) -> Path:
+    """The JSON beside a ``.npy`` that says its axes and wavelengths: ``NAME.npy.json``."""
+    return path.with_name(path.name + ".json")
+
+
 def write_numpy(cube: Cube, data: np.ndarray, path: Path, overwrite: bool) -> list[str]:
-    """``.npy``: the data; ``.npz``: ``data`` and ``wavelengths``. New file only, atomic."""
+    """``.npy``: the data, and ``NAME.npy.json`` with its axes and wavelengths; ``.npz``: ``data``,
+    ``axes`` and ``wavelengths``. New files only unless ``overwrite``, atomic."""
     suf = path.suffix.lower()
     check_target(path, overwrite)
+    if suf == ".npy":
+        check_target(sidecar(path), overwrite)
     tmp = temp_beside(path, suf)
     try:
         with open(tmp, "wb") as fh:
@@ -70,8 +100,12 @@ def write_numpy(cube: Cube, data: np.ndarray, path: Path, overwrite: bool) -> li
                 np.save(fh, data)
             else:
                 extra = {} if cube.wavelengths is None else {"wavelengths": cube.wavelengths}
-                np.savez_compressed(fh, data=data, **extra)
+                np.savez_compressed(fh, data=data, axes=np.array("CYX"), **extra)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if suf == ".npy":
+        info = {"axes": "CYX", "name": cube.name, "norm_scale": float(cube.norm_scale),
+                "wavelengths_nm": None if cube.wavelengths is None else [float(w) for w in cube.wavelengths]}
+        return [str(path), write_json(info, sidecar(path), overwrite=overwrite)]
     return [str(path)]
