@@ -58,13 +58,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="default: the fine-tune's (selfsup.DEFAULT_STEPS)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the fine-tune's, selfsup.DEFAULT_LR)")
+    ap.add_argument("--learning-rate", dest="lr", type=float, default=None,
+                    help="peak learning rate (default: the fine-tune's, selfsup.DEFAULT_LR)")
     ap.add_argument("--consistency", type=float, default=None, help="default: the fine-tune's (selfsup.DEFAULT_CONSISTENCY)")
     ap.add_argument("--cons-patch", type=int, default=None, help="HR side of the consistency patch (default: the fine-tune's, selfsup.DEFAULT_CONSISTENCY_PATCH)")
     ap.add_argument("--start", default="new", help="new | a weights path (adapted when the band counts differ)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--houston", action="store_true", help="also the real Houston 2018 pair (QNR)")
-    ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    ap.add_argument("--out", default=None, help="write the rows to this JSON file")
     a = ap.parse_args(argv)
     from napari_cofusion.learn import selfsup
 
@@ -144,8 +145,8 @@ def main(argv=None) -> int:
                 row.update(minutes=round(minutes, 2), steps=a.steps)
             rows.append(row)
             print(f"[houston] {meth:12s} " + " ".join(f"{k} {v:.4f}" for k, v in q.items()), flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_cofusion.core.cube import Cube
-from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.errors import CofusionWarning, CubeError
 from napari_cofusion.core.io import read_cube, read_cubes, to_band_first, write_cube
 
 # ============================================================================ real files
@@ -194,7 +195,7 @@ def _listing(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
-WRITE_FORMATS = {".hdr": ["out.hdr", "out.img"], ".tif": ["out.tif"], ".npy": ["out.npy"], ".npz": ["out.npz"]}
+WRITE_FORMATS = {".hdr": ["out.hdr", "out.img"], ".tif": ["out.tif"], ".npy": ["out.npy", "out.npy.json"], ".npz": ["out.npz"]}
 
 
 @pytest.mark.parametrize("suffix", list(WRITE_FORMATS))
@@ -206,9 +207,8 @@ def test_write_round_trip(tmp_path, suffix):
     back = read_cube(tmp_path / f"out{suffix}")
     assert back.shape == cube.shape
     np.testing.assert_allclose(back.data, cube.data, rtol=0, atol=1e-7)
-    if suffix != ".npy":  # .npy holds the data only
-        assert back.wavelengths is not None
-        np.testing.assert_allclose(back.wavelengths, cube.wavelengths, rtol=0, atol=1e-3)
+    assert back.wavelengths is not None  # .npy: from its NAME.npy.json
+    np.testing.assert_allclose(back.wavelengths, cube.wavelengths, rtol=0, atol=1e-3)
     if suffix == ".hdr":
         assert back.meta["fwhm"] == cube.meta["fwhm"]
 
@@ -353,15 +353,17 @@ def test_unsupported_suffix(tmp_path):
 DTYPES = [np.uint8, np.uint16, np.int16, np.float32, np.float64]
 
 
+def _expected_factor(raw: np.ndarray) -> float:
+    if raw.dtype.kind in "iu":
+        return float(np.iinfo(raw.dtype).max)
+    mx = float(raw.max())
+    return 1.0 if mx <= 1.0 else mx
+
+
 def _expected_normalised(raw: np.ndarray) -> np.ndarray:
     """io.normalise(norm='auto') without a file scale: integers over their type's maximum,
     floats kept when already <= 1 else divided by their maximum; then clipped to [0, 1]."""
-    if raw.dtype.kind in "iu":
-        factor = float(np.iinfo(raw.dtype).max)
-    else:
-        mx = float(raw.max())
-        factor = 1.0 if mx <= 1.0 else mx
-    return np.clip(raw.astype(np.float64) / factor, 0.0, 1.0)
+    return np.clip(raw.astype(np.float64) / _expected_factor(raw), 0.0, 1.0)
 
 
 @st.composite
@@ -393,11 +395,24 @@ def test_property_read_normalises_and_orders(sample, suffix):
             np.save(path, stored)
         else:
             tifffile.imwrite(path, stored, photometric="minisblack")
-        cube = read_cube(path, band_axis=-1 if band_last else 0)
+        expected = _expected_normalised(arr)
+        scaled = arr.astype(np.float64) / _expected_factor(arr)
+        clipped = int((scaled < 0).sum() + (scaled > 1).sum())
+        if clipped > arr.size / 2:  # a scale that clips most of the cube is refused, not applied
+            with pytest.raises(CubeError, match="outside"):
+                read_cube(path, band_axis=-1 if band_last else 0)
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cube = read_cube(path, band_axis=-1 if band_last else 0)
+    said = [w for w in caught if issubclass(w.category, CofusionWarning)]
+    assert bool(said) == bool(clipped)  # clipping is said, with the count
+    if clipped:
+        assert str(int((scaled < 0).sum())) in str(said[0].message)
     assert cube.shape == arr.shape
     assert cube.data.dtype == np.float32
     assert cube.data.min() >= 0.0 and cube.data.max() <= 1.0
-    np.testing.assert_allclose(cube.data, _expected_normalised(arr), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cube.data, expected, rtol=1e-6, atol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)

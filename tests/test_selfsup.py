@@ -209,7 +209,7 @@ def test_default_settings_agree():
 
     cfg = selfsup.scene_config()
     assert (cfg.steps, cfg.lr) == (selfsup.DEFAULT_STEPS, selfsup.DEFAULT_LR)
-    a = build_parser().parse_args(["finetune", "--lr", "a.hdr", "--msi", "b.hdr", "--out-weights", "w"])
+    a = build_parser().parse_args(["finetune", "--lr", "a.hdr", "--msi", "b.hdr", "--out", "w"])
     assert a.steps is None and a.learning_rate is None and a.consistency is None  # → the selfsup defaults
 
 
@@ -266,16 +266,16 @@ def test_cli_estimate_finetune_fuse(tmp_path, capsys):
     np.savez(ref, cube=bundled_reference().data[:, :64, :64], wavelengths=bundled_reference().wavelengths)
     pair_dir = tmp_path / "pair"
     assert main(["simulate", "--ref", str(ref), "--scale", "4", "--psf", "wald", "--srf", "nikon-d700",
-                 "--out-dir", str(pair_dir)]) == 0
+                 "--out", str(pair_dir)]) == 0
     (pair_dir / "recipe.json").unlink()  # a pair with no known degradations
     lr, msi = str(pair_dir / "lr.hdr"), str(pair_dir / "msi.hdr")
-    assert main(["estimate", "--lr", lr, "--msi", msi, "--json", str(tmp_path / "deg.json")]) == 0
+    assert main(["estimate", "--lr", lr, "--msi", msi, "--out", str(tmp_path / "deg.json")]) == 0
     assert "phase 2" in capsys.readouterr().out
     deg = json.loads((tmp_path / "deg.json").read_text())
     assert abs(deg["sigma"] - gaussian_sigma_wald(4)) < SIGMA_TOL and np.asarray(deg["srf"]["matrix"]).shape == (3, 31)
     w = tmp_path / "tuned"
     assert main(["finetune", "--lr", lr, "--msi", msi, "--weights", "new", "--steps", "3", "--patch", "8",
-                 "--threads", "1", "--log-every", "1", "--out-weights", str(w)]) == 0
+                 "--threads", "1", "--log-every", "1", "--out", str(w)]) == 0
     out = capsys.readouterr().out
     assert "step 3/3" in out and "estimated" in out
     card = json.loads((tmp_path / "tuned.json").read_text())
@@ -286,5 +286,5 @@ def test_cli_estimate_finetune_fuse(tmp_path, capsys):
                  "--out", str(fused)]) == 0
     assert np.load(fused).shape == (31, 64, 64)
     # never overwrites the weights
-    assert main(["finetune", "--lr", lr, "--msi", msi, "--weights", "new", "--steps", "1", "--out-weights", str(w)]) == 2
+    assert main(["finetune", "--lr", lr, "--msi", msi, "--weights", "new", "--steps", "1", "--out", str(w)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -78,7 +78,7 @@ def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, caps
 
     ref = shared_data / "cave" / "paints_ms"
     pair = tmp_path / "pair"
-    assert main(["simulate", "--ref", str(ref), "--protocol", "cave-x4", "--out-dir", str(pair)]) == 0
+    assert main(["simulate", "--ref", str(ref), "--protocol", "cave-x4", "--out", str(pair)]) == 0
     out = tmp_path / "fused.hdr"
     assert main(["fuse", "--lr", str(pair / "lr.hdr"), "--msi", str(pair / "msi.hdr"), "--method", "cofusion",
                  "--out", str(out)]) == 0
@@ -113,7 +113,7 @@ def test_x8_weights_reproduce_their_card_and_are_picked_for_x8_pairs(shared_data
     assert got["psnr"] > base["psnr"] and got["sam"] < base["sam"]
     pair = tmp_path / "pair"
     assert main(["simulate", "--ref", str(shared_data / "cave" / "paints_ms"), "--protocol", "cave-x8",
-                 "--out-dir", str(pair)]) == 0
+                 "--out", str(pair)]) == 0
     capsys.readouterr()
     assert main(["fuse", "--lr", str(pair / "lr.hdr"), "--msi", str(pair / "msi.hdr"), "--method", "cofusion",
                  "--out", str(tmp_path / "f.hdr")]) == 0

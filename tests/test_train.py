@@ -91,7 +91,7 @@ def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
     # and fuse with them from the CLI
     pair_dir = tmp_path / "pair"
     ref = shared_data / "cave" / "paints_ms"
-    assert main(["simulate", "--ref", str(ref), "--protocol", "cave-x4", "--out-dir", str(pair_dir)]) == 0
+    assert main(["simulate", "--ref", str(ref), "--protocol", "cave-x4", "--out", str(pair_dir)]) == 0
     assert main(["fuse", "--lr", str(pair_dir / "lr.hdr"), "--msi", str(pair_dir / "msi.hdr"), "--method", "cofusion",
                  "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "f.tif")]) == 0
     capsys.readouterr()

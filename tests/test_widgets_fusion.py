@@ -127,8 +127,8 @@ def test_real_pair_from_shared_data_with_small_model(make_napari_viewer, qtbot, 
     viewer.open(str(shared_data / "houston2018" / "houston_dataset.mat"), plugin=PLUGIN)
     w = _fusion_widget(viewer)
     assert w.scale == 4
-    lr = w._layer(w.lr_combo)
-    assert lr.data.shape[0] == 48 and w._layer(w.msi_combo).data.shape[0] == 3
+    lr = w.state.pair.lr
+    assert lr.data.shape[0] == 48 and w.state.pair.msi.data.shape[0] == 3
     good = _small_weights(tmp_path / "houston_small", 48, 3, 4)
     assert w.add_weights_path(good)
     w.method_combo.setCurrentText("cofusion")
@@ -183,9 +183,9 @@ def test_finetune_cancel_save_and_reuse(make_napari_viewer, qtbot, tmp_path):
     assert 3 <= done < 100_000 and w.finetuned_info["stopped_early"]
     assert len(w.loss_steps) == done and all(np.isfinite(w.loss_values))
     # the live loss curve holds the yielded losses
-    xs, ys = w._loss_line.get_data()
+    xs, ys = w.loss_plot.line.get_data()
     assert list(xs) == w.loss_steps
-    assert w._loss_ax.get_xlim()[1] >= max(w.loss_steps)  # the axis follows the curve
+    assert w.loss_plot.axes.get_xlim()[1] >= max(w.loss_steps)  # the axis follows the curve
     # the cancelled model is usable: run it, then save and reload it
     model = w.finetuned_model
     assert not model.training
@@ -253,12 +253,13 @@ def test_fusion_cancel(make_napari_viewer, qtbot, tmp_path):
     w.method_combo.setCurrentText("cofusion")
     n = len(viewer.layers)
     # the widget's own worker start, with small tiles so that there are many progress reports
+    from napari_cofusion.gui.fusion.state import JobKind
     from napari_cofusion.gui.layers import layer_cube
     from napari_cofusion.jobs import fusion_job
 
-    job = fusion_job(layer_cube(w._layer(w.lr_combo)), layer_cube(w._layer(w.msi_combo)), "cofusion",
-                     {"weights": str(tmp_path / "small.safetensors"), "tile": 64, "overlap": 32}, w._cancel)
-    worker = w._start(job, "fusion", "cofusion fusion", 1)
+    job = fusion_job(layer_cube(w.state.pair.lr), layer_cube(w.state.pair.msi), "cofusion",
+                     {"weights": str(tmp_path / "small.safetensors"), "tile": 64, "overlap": 32}, w.cancel_event)
+    worker = w.start_job(job, JobKind.FUSION, "cofusion fusion", 1)
     assert worker is not None
     qtbot.waitUntil(lambda: w.progress_bar.value() >= 1 and w.progress_bar.maximum() > 4, timeout=WAIT_MS)
     w.cancel()
@@ -278,7 +279,7 @@ def test_scene_only_finetune_on_real_pair(make_napari_viewer, qtbot, shared_data
     _wait_idle(qtbot, w)
     deg = w.degradation
     assert deg is not None and deg.srf.shape == (3, 48) and 0.2 < deg.sigma < 3.6
-    assert not w.deg_canvas.isHidden() and "phase" in w.status_label.text()
+    assert not w.degradation_plot.isHidden() and "phase" in w.status_label.text()
     start = _small_weights(tmp_path / "cave_small", 31, 3, 4)
     w.add_weights_path(start, select=("finetune",))
     w.steps_spin.setValue(4)

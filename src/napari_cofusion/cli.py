@@ -80,20 +80,6 @@ def _weights_out(out: str, overwrite: bool) -> Path:
     return path
 
 
-def _read_pair(a: argparse.Namespace) -> tuple[Any, Any]:
-    from napari_cofusion.core.io import read_cube
-
-    lr = read_cube(a.lr)
-    msi = read_cube(a.msi)
-    recipe_path = Path(a.recipe) if getattr(a, "recipe", None) else Path(a.lr).parent / "recipe.json"
-    if recipe_path.is_file():  # written by `simulate`: the PSF and phase that made the pair
-        try:
-            lr.meta["recipe"] = json.loads(recipe_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CubeError(f"{recipe_path}: not valid JSON ({exc})") from None
-    return lr, msi
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Let SIGTERM (and SIGINT, which a background job started by a script ignores) stop a long
@@ -155,10 +141,11 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 def _cmd_fuse(a: argparse.Namespace) -> int:
     from napari_cofusion.api import fuse, write_cube
     from napari_cofusion.degrade.consistency import describe_consistency
+    from napari_cofusion.degrade.simulate import read_pair
 
     out = Path(a.out)
     _refuse_existing(out, overwrite=a.overwrite)
-    lr, msi = _read_pair(a)
+    lr, msi = read_pair(a.lr, a.msi, a.recipe)
     opts = {k: v for k, v in (("weights", a.weights), ("device", a.device)) if v}
     res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, **opts)
     res.cube.name = out.stem
@@ -341,12 +328,8 @@ def _out_args(p: argparse.ArgumentParser, what: str, required: bool = True) -> N
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
 
 
-def _run_args(p: argparse.ArgumentParser, steps: int | None, batch: int, patch: int, learning_rate: float | None,
-              steps_help: str, patch_help: str, lr_help: str) -> None:
+def _run_args(p: argparse.ArgumentParser, learning_rate: float | None, lr_help: str) -> None:
     """The options train and finetune share."""
-    p.add_argument("--steps", type=int, default=steps, help=steps_help)
-    p.add_argument("--batch", type=int, default=batch, help="patches per step")
-    p.add_argument("--patch", type=int, default=patch, help=patch_help)
     p.add_argument("--learning-rate", type=float, default=learning_rate, metavar="RATE", help=lr_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -406,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--protocol", default="cave-x4", choices=protocols)
     t.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
     t.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
-    _run_args(t, 2000, 8, 64, 1e-4, "training steps", "HR patch side",
-              "peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--patch", type=int, default=64)
+    _run_args(t, 1e-4, "peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
     t.add_argument("--warmup", type=int, default=200, help="warm-up steps (at most a tenth of --steps)")
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
@@ -440,8 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--weights", default=None, help="starting weights: 'shipped' (default: the shipped weights for "
                     "the band counts and scale, else a shipped body with new band-count layers, else a new model), "
                     "'new', or a name in weights/ or a path")
-    _run_args(ft, None, 4, 32, None, "training steps (default 100, selfsup.DEFAULT_STEPS)",
-              "patch side on the reduced-resolution HR grid", "peak learning rate (default 2e-4, selfsup.DEFAULT_LR)")
+    ft.add_argument("--steps", type=int, default=None, help="training steps (default 100, selfsup.DEFAULT_STEPS)")
+    ft.add_argument("--batch", type=int, default=4)
+    ft.add_argument("--patch", type=int, default=32, help="patch side on the reduced-resolution HR grid")
+    _run_args(ft, None, "peak learning rate (default 2e-4, selfsup.DEFAULT_LR)")
     ft.add_argument("--psf", default="auto", help="auto (estimate from the pair) or a PSF preset")
     ft.add_argument("--srf", default="auto", help="auto (estimate from the pair) or an SRF preset / file")
     ft.add_argument("--consistency", type=float, default=None,

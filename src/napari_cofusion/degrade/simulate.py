@@ -26,7 +26,8 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.srf import SRF, get_srf
 
-__all__ = ["PSF", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale"]
+__all__ = ["PSF", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
+           "save_pair", "read_pair"]
 
 
 @dataclass
@@ -309,3 +310,22 @@ def save_pair(pair: SimulatedPair, out_dir: str | os.PathLike, fmt: str = ".hdr"
     recipe["reference_source"] = pair.reference.source
     written["recipe"] = write_json(recipe, out / "recipe.json", overwrite=overwrite)
     return written
+
+
+def read_pair(lr_path: str | os.PathLike, msi_path: str | os.PathLike,
+              recipe_path: str | os.PathLike | None = None) -> tuple[Cube, Cube]:
+    """Read an LRHSI and an HRMSI; the recipe (``recipe_path``, default the ``recipe.json`` that
+    :func:`save_pair` writes beside the LRHSI, where there is one) goes into the LRHSI's
+    ``meta["recipe"]``, where :func:`~napari_cofusion.fusion.engine.fuse` finds its PSF and phase."""
+    import json
+
+    from napari_cofusion.core.io import read_cube
+
+    lr, msi = read_cube(lr_path), read_cube(msi_path)
+    recipe = Path(recipe_path) if recipe_path else Path(lr_path).parent / "recipe.json"
+    if recipe_path or recipe.is_file():
+        try:
+            lr.meta["recipe"] = json.loads(recipe.read_text())
+        except json.JSONDecodeError as exc:
+            raise CubeError(f"{recipe}: not valid JSON ({exc})") from None
+    return lr, msi

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from napari_cofusion.core.errors import WeightsError
-from napari_cofusion.core.io.common import check_target, temp_beside, write_json
+from napari_cofusion.core.errors import CofusionWarning, CubeError, WeightsError
+from napari_cofusion.core.io.common import check_target, json_safe, new_files
 from napari_cofusion.learn.models import ARCHITECTURES, build_model
 
-__all__ = ["make_card", "save_weights", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
+__all__ = ["make_card", "save_weights", "check_weights_target", "weights_paths", "rescue_dir", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
 
 
 def shipped_weights_dir() -> Path:
@@ -49,26 +50,66 @@ def make_card(model: torch.nn.Module, *, hs_wavelengths: Any = None, srf: Any = 
             "ms_bands": cfg.ms_bands, "srf": srf, "scale": cfg.scale, "psf": psf, "protocol": protocol, **fields}
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any], overwrite: bool = False) -> tuple[str, str]:
-    """Write ``path`` (.safetensors) and its card (.json beside it), atomically."""
+def weights_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``NAME.safetensors`` and its card ``NAME.json`` for a path given with or without suffix."""
     p = Path(path)
     if p.suffix != ".safetensors":
         p = p.with_suffix(".safetensors")
-    card_path = p.with_suffix(".json")
+    return p, p.with_suffix(".json")
+
+
+def check_weights_target(path: str | os.PathLike, overwrite: bool = False) -> tuple[Path, Path]:
+    """Refuse, before training, a weights name whose file or card exists (unless ``overwrite``)
+    or whose folder is missing or not writable."""
+    p, card_path = weights_paths(path)
     check_target(p, overwrite)
     check_target(card_path, overwrite)
+    return p, card_path
+
+
+def rescue_dir() -> Path:
+    """Where weights go when the folder asked for cannot be written: NAPARI_COFUSION_RESCUE, else
+    ``~/.cache/napari-cofusion/rescued``."""
+    env = os.environ.get("NAPARI_COFUSION_RESCUE")
+    return Path(env) if env else Path.home() / ".cache" / "napari-cofusion" / "rescued"
+
+
+def _write_pair(p: Path, card_path: Path, state: dict, card: dict, overwrite: bool) -> None:
+    text = json.dumps(json_safe(card), indent=2, allow_nan=False) + "\n"
+    with new_files([p, card_path], overwrite) as (tmp, tmp_card):
+        save_file(state, str(tmp), metadata={"format": "pt", "architecture": str(card.get("architecture", ""))})
+        tmp_card.write_text(text)
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any], overwrite: bool = False) -> tuple[str, str]:
+    """Write ``path`` (.safetensors) and its card (.json beside it), atomically, all or nothing.
+
+    When the folder cannot be written (missing, read-only, full) the weights are not lost: they
+    go to :func:`rescue_dir` under a new name, with a :class:`CofusionWarning` saying where.
+    An existing name is refused (:class:`CubeError`) unless ``overwrite``.
+    """
+    p, card_path = weights_paths(path)
     full = dict(card)
     full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     full["n_params"] = int(sum(t.numel() for t in model.parameters()))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = temp_beside(p, ".safetensors")
+    for q in (p, card_path):
+        if q.exists() and not overwrite:
+            raise CubeError(f"{q}: already exists; choose another name (or allow overwriting)")
     try:
-        save_file(state, str(tmp), metadata={"format": "pt", "architecture": str(full.get("architecture", ""))})
-        write_json(full, card_path, overwrite=overwrite)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(p), str(card_path)
+        check_weights_target(p, overwrite)
+        _write_pair(p, card_path, state, full, overwrite)
+        return str(p), str(card_path)
+    except (CubeError, OSError) as exc:
+        reason = str(exc)
+    folder = rescue_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    rp, rc = weights_paths(folder / f"{p.stem}-{stamp}-{os.getpid()}")
+    _write_pair(rp, rc, state, {**full, "rescued_from": str(p)}, False)
+    warnings.warn(CofusionWarning(f"could not write {p} ({reason}): the weights were saved to {rp} instead"),
+                  stacklevel=2)
+    return str(rp), str(rc)
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:

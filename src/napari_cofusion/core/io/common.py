@@ -4,10 +4,12 @@ build, and safe output (a new file written through a temporary one beside it).""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -15,7 +17,8 @@ from napari_cofusion.core.cube import Cube, check_cube_array, normalise, normali
 from napari_cofusion.core.errors import CubeError
 
 __all__ = ["CAVE_WAVELENGTHS", "WL_KEYS", "check_file", "to_band_first", "normalise", "make_cube", "find_wavelengths",
-           "cube_candidates", "describe_arrays", "check_target", "temp_beside", "write_json"]
+           "cube_candidates", "describe_arrays", "check_target", "temp_beside", "new_files", "clean_partials", "write_json",
+           "json_safe"]
 
 CAVE_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
 WL_KEYS = ("wavelength", "wavelengths", "wavelength_nm", "wl", "wave", "lambda", "bands_nm", "centers")
@@ -105,29 +108,141 @@ def describe_arrays(arrays: dict[str, np.ndarray]) -> str:
 
 
 def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that exists (unless ``overwrite``) or a folder that is
+    missing or not writable."""
+    path = Path(path)
     if path.exists() and not overwrite:
-        raise CubeError(f"{path}: already exists; choose another name or pass overwrite=True")
-    if not path.parent.exists():
+        raise CubeError(f"{path}: already exists; choose another name (or allow overwriting)")
+    if path.is_dir():
+        raise CubeError(f"{path}: is a folder, not a file name")
+    if not path.parent.is_dir():
         raise CubeError(f"{path.parent}: folder does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise CubeError(f"{path.parent}: folder is not writable")
 
 
-def temp_beside(path: Path, suffix: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+PARTIAL = ".partial"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_partials(folder: Path) -> list[Path]:
+    """Remove the temporary files of writers that died (killed) in ``folder``: hidden
+    ``.NAME.PID.XXXX.partial`` files whose process is gone. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).glob(f".*{PARTIAL}"))
+    except OSError:
+        return removed
+    for q in entries:
+        parts = q.name.split(".")
+        try:
+            pid = int(parts[-3])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            try:
+                q.unlink()
+                removed.append(q)
+            except OSError:
+                pass
+    return removed
+
+
+def temp_beside(path: Path, suffix: str = "") -> Path:
+    """A new hidden temporary file beside ``path`` named ``.NAME.PID.XXXX.partial``, so that one
+    left by a killed writer is recognised and removed by the next write (:func:`clean_partials`)."""
+    clean_partials(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL, dir=path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def _finalise(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give ``tmp`` the umask's permissions and move it to ``path``: atomically replacing it when
+    ``overwrite``, else only if no file of that name appeared meanwhile (exclusive)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if path exists: two writers never share a name
+    except FileExistsError:
+        raise CubeError(f"{path}: was created by someone else while this was being written; nothing replaced") from None
+    except OSError:  # no hard links on this file system: exclusive create, then replace
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
+
+
+@contextmanager
+def new_files(paths: "Sequence[Path]", overwrite: bool = False) -> Iterator[list[Path]]:
+    """Write several files as one: yields temporary paths to fill; on success each is moved to its
+    name (exclusively unless ``overwrite``), on any error (or Ctrl-C) all temporaries are removed
+    and the files already moved in are taken back out, so no half-written output is left."""
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        check_target(p, overwrite)
+    tmps = [temp_beside(p) for p in paths]
+    done: list[Path] = []
+    try:
+        yield tmps
+        for t, p in zip(tmps, paths):
+            _finalise(t, p, overwrite)
+            done.append(p)
+    except BaseException:
+        if not overwrite:
+            for p in done:
+                p.unlink(missing_ok=True)
+        raise
+    finally:
+        for t in tmps:
+            t.unlink(missing_ok=True)
 
 
 def write_json(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> str:
     """Atomic, non-overwriting JSON writer for recipes and cards."""
     path = Path(path)
-    check_target(path, overwrite)
-    tmp = temp_beside(path, ".json")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(json_safe(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+    with new_files([path], overwrite) as (tmp,):
+        tmp.write_text(text)
     return str(path)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
 
 
 def _json_default(o: Any) -> Any:

@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.core.io.common import check_file, check_target, make_cube, temp_beside
+from napari_cofusion.core.io.common import check_file, make_cube, new_files
 
 __all__ = ["read_envi", "write_envi", "ENVI_DATA_EXTS", "has_envi_header", "roughness"]
 
@@ -159,8 +159,6 @@ def read_envi(path: str | os.PathLike, norm: str | float = "auto") -> Cube:
 
 def write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> list[str]:
     img = hdr.with_suffix(".img")
-    check_target(hdr, overwrite)
-    check_target(img, overwrite)
     c, h, w = data.shape
     lines = [
         "ENVI",
@@ -180,13 +178,7 @@ def write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> list
         lines.append("wavelength = {" + ", ".join(f"{x:.10g}" for x in cube.wavelengths) + "}")
     if "fwhm" in cube.meta and len(cube.meta["fwhm"]) == c:
         lines.append("fwhm = {" + ", ".join(f"{float(x):.10g}" for x in cube.meta["fwhm"]) + "}")
-    tmp_img, tmp_hdr = temp_beside(img, ".img"), temp_beside(hdr, ".hdr")
-    try:
+    with new_files([img, hdr], overwrite) as (tmp_img, tmp_hdr):
         np.ascontiguousarray(data, dtype="<f4" if np.little_endian else ">f4").tofile(tmp_img)
         tmp_hdr.write_text("\n".join(lines) + "\n")
-        os.replace(tmp_img, img)
-        os.replace(tmp_hdr, hdr)
-    finally:
-        tmp_img.unlink(missing_ok=True)
-        tmp_hdr.unlink(missing_ok=True)
     return [str(hdr), str(img)]

@@ -11,8 +11,7 @@ import numpy as np
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io.common import (
-    check_file, check_target, cube_candidates, describe_arrays, find_wavelengths, make_cube, temp_beside, to_band_first,
-    write_json,
+    check_file, cube_candidates, describe_arrays, find_wavelengths, make_cube, new_files, to_band_first,
 )
 
 __all__ = ["read_numpy", "write_numpy", "npz_arrays", "sidecar"]
@@ -88,24 +87,16 @@ def sidecar(path: Path) -> Path:
 
 def write_numpy(cube: Cube, data: np.ndarray, path: Path, overwrite: bool) -> list[str]:
     """``.npy``: the data, and ``NAME.npy.json`` with its axes and wavelengths; ``.npz``: ``data``,
-    ``axes`` and ``wavelengths``. New files only unless ``overwrite``, atomic."""
-    suf = path.suffix.lower()
-    check_target(path, overwrite)
-    if suf == ".npy":
-        check_target(sidecar(path), overwrite)
-    tmp = temp_beside(path, suf)
-    try:
+    ``axes`` and ``wavelengths``. New files only unless ``overwrite``, atomic, all or nothing."""
+    wl = None if cube.wavelengths is None else [float(w) for w in cube.wavelengths]
+    if path.suffix.lower() == ".npz":
+        with new_files([path], overwrite) as (tmp,), open(tmp, "wb") as fh:
+            extra = {} if wl is None else {"wavelengths": np.asarray(wl)}
+            np.savez_compressed(fh, data=data, axes=np.array("CYX"), **extra)
+        return [str(path)]
+    info = {"axes": "CYX", "name": cube.name, "norm_scale": float(cube.norm_scale), "wavelengths_nm": wl}
+    with new_files([path, sidecar(path)], overwrite) as (tmp, tmp_side):
         with open(tmp, "wb") as fh:
-            if suf == ".npy":
-                np.save(fh, data)
-            else:
-                extra = {} if cube.wavelengths is None else {"wavelengths": cube.wavelengths}
-                np.savez_compressed(fh, data=data, axes=np.array("CYX"), **extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if suf == ".npy":
-        info = {"axes": "CYX", "name": cube.name, "norm_scale": float(cube.norm_scale),
-                "wavelengths_nm": None if cube.wavelengths is None else [float(w) for w in cube.wavelengths]}
-        return [str(path), write_json(info, sidecar(path), overwrite=overwrite)]
-    return [str(path)]
+            np.save(fh, data)
+        tmp_side.write_text(json.dumps(info, indent=2) + "\n")
+    return [str(path), str(sidecar(path))]

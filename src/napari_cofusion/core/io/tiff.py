@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.core.io.common import check_file, check_target, make_cube, temp_beside, to_band_first
+from napari_cofusion.core.io.common import check_file, make_cube, new_files, to_band_first
 
 __all__ = ["read_tiff", "write_tiff", "TIFF_EXTS"]
 
@@ -47,15 +47,9 @@ def write_tiff(cube: Cube, data: np.ndarray, path: Path, overwrite: bool) -> lis
     """Band-first float32; axes, norm scale, name and wavelengths in the JSON description."""
     import tifffile
 
-    suf = path.suffix.lower()
-    check_target(path, overwrite)
-    tmp = temp_beside(path, suf)
-    try:
-        md = {"axes": "CYX", "norm_scale": float(cube.norm_scale), "name": cube.name}
-        if cube.wavelengths is not None:
-            md["wavelengths_nm"] = [float(w) for w in cube.wavelengths]
+    md = {"axes": "CYX", "norm_scale": float(cube.norm_scale), "name": cube.name}
+    if cube.wavelengths is not None:
+        md["wavelengths_nm"] = [float(w) for w in cube.wavelengths]
+    with new_files([path], overwrite) as (tmp,):
         tifffile.imwrite(tmp, data, metadata=md, photometric="minisblack")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return [str(path)]

@@ -10,8 +10,7 @@ pair (:mod:`napari_cofusion.learn.selfsup`, degradations estimated or presets).
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -44,7 +43,6 @@ class FinetunePlan:
     psf: Any = None
     srf: Any = None
     report: dict[str, Any] | None = None  # scene-only: what finetune_scene reports
-    started: float = field(default_factory=time.time)
 
 
 def train_config(steps: int, lr_text: str, batch: int, patch: int) -> TrainConfig:

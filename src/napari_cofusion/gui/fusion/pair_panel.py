@@ -80,7 +80,7 @@ class PairPanel(QGroupBox):
         f.addRow(self.pair_message)
         ev = state.events
         ev.pair.connect(self._show_pair)
-        ev.pair_info.connect(self.pair_info.setText)
+        ev.pair_info.connect(lambda text: self.pair_info.setText(text))
         ev.pair_note.connect(self._show_note)
         ev.pair_problem.connect(self._show_problem)
         self._watcher = LayerListWatcher(viewer, self.refresh)

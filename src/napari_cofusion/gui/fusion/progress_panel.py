@@ -37,9 +37,9 @@ class ProgressPanel(QWidget):
         lay.addWidget(self.error_label)
         ev = state.events
         ev.progress.connect(self._show_progress)
-        ev.status.connect(self.status_label.setText)
+        ev.status.connect(lambda text: self.status_label.setText(text))
         ev.error.connect(self._show_error)
-        ev.busy.connect(self.cancel_button.setEnabled)
+        ev.busy.connect(lambda busy: self.cancel_button.setEnabled(busy))
         self._show_progress(state.progress)
         self.status_label.setText(state.status)
         self._show_error(state.error)

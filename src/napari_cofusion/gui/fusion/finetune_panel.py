@@ -1,0 +1,214 @@
+"""The Fine-tune panel: fine-tune CoFusion on the scene (from a reference layer, or scene-only from
+the pair with estimated or preset degradations), estimate the PSF / SRF, save the fine-tuned
+weights; the live loss curve and the estimate's plot. The defaults are the scene fine-tune's
+(:mod:`napari_cofusion.learn.selfsup`), which the command line uses too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPushButton,
+                            QSpinBox, QWidget)
+
+from napari_cofusion.core.errors import CofusionError, CubeError
+from napari_cofusion.core.srf import srf_presets
+from napari_cofusion.gui.fusion import finetune_plan as plans
+from napari_cofusion.gui.fusion.pairing import layer_key
+from napari_cofusion.gui.fusion.plots import DegradationPlot, LossPlot
+from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
+from napari_cofusion.gui.fusion.state import FusionState, JobKind
+from napari_cofusion.gui.fusion.weights_combo import W_SESSION, WeightsCombo
+from napari_cofusion.gui.layers import layer_cube, show_info
+from napari_cofusion.jobs import estimate_job
+from napari_cofusion.learn import selfsup
+from napari_cofusion.learn import weights as wmod
+
+__all__ = ["FinetunePanel"]
+
+EST = "estimate from the pair"
+NO_PAIR = "select an LRHSI and an HRMSI layer first"
+
+
+class FinetunePanel(QGroupBox):
+    """Handles the outcome of :attr:`JobKind.FINETUNE` and :attr:`JobKind.ESTIMATE` jobs: the
+    fine-tuned model goes to ``state.finetuned_model`` / ``finetuned_info``, an estimate to
+    ``state.degradation`` (reused by the next scene-only fine-tune of the same pair and choices)."""
+
+    def __init__(self, viewer, state: FusionState, runner: JobRunner, parent: QWidget | None = None) -> None:
+        super().__init__("Fine-tune CoFusion", parent)
+        self.viewer = viewer
+        self.state = state
+        self.runner = runner
+        defaults = selfsup.scene_config()
+        f = QFormLayout(self)
+        self.ft_weights_combo = WeightsCombo(state, with_new=True)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1_000_000)
+        self.steps_spin.setValue(selfsup.DEFAULT_STEPS)
+        self.lr_edit = QLineEdit(f"{selfsup.DEFAULT_LR:g}")
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(8, 1024)
+        self.patch_spin.setSingleStep(8)
+        self.patch_spin.setValue(defaults.patch)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setValue(defaults.batch)
+        # without a reference layer: degradations estimated from the pair, or presets
+        self.ft_psf_combo = QComboBox()
+        self.ft_psf_combo.addItems([EST, "weak", "wald"])
+        self.ft_psf_combo.setToolTip("PSF for scene-only fine-tuning (no reference): estimated from the pair or a preset")
+        self.ft_srf_combo = QComboBox()
+        self.ft_srf_combo.addItems([EST, *srf_presets()])
+        self.ft_srf_combo.setToolTip("SRF for scene-only fine-tuning (no reference): estimated from the pair or a preset")
+        self.estimate_button = QPushButton("Estimate PSF / SRF")
+        self.estimate_button.setToolTip("Estimate the blur, decimation phase and spectral response from the pair alone")
+        self.estimate_button.clicked.connect(lambda: self.estimate_degradations())
+        self.finetune_button = QPushButton("Fine-tune")
+        self.finetune_button.clicked.connect(lambda: self.start_finetune())
+        self.save_button = QPushButton("Save weights…")
+        self.save_button.clicked.connect(lambda: self.save_weights())
+        self.degradation_plot = DegradationPlot(viewer, state)
+        self.loss_plot = LossPlot(viewer, state)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.finetune_button)
+        buttons.addWidget(self.save_button)
+        f.addRow("Start from", self.ft_weights_combo)
+        f.addRow("Steps", self.steps_spin)
+        f.addRow("Learning rate", self.lr_edit)
+        f.addRow("Patch", self.patch_spin)
+        f.addRow("Batch", self.batch_spin)
+        f.addRow("PSF (no ref.)", self.ft_psf_combo)
+        f.addRow("SRF (no ref.)", self.ft_srf_combo)
+        f.addRow(self.estimate_button)
+        f.addRow(self.degradation_plot)
+        f.addRow(buttons)
+        f.addRow(self.loss_plot)
+        for name in ("busy", "scale", "finetuned_model"):
+            getattr(state.events, name).connect(self._update_buttons)
+        self._update_buttons()
+
+    @property
+    def loss_line(self):
+        """The loss curve's matplotlib line."""
+        return self.loss_plot.line
+
+    def _update_buttons(self, *_: Any) -> None:
+        s = self.state
+        self.finetune_button.setEnabled(not s.busy)
+        self.estimate_button.setEnabled(s.pair_valid and not s.busy)
+        self.save_button.setEnabled(s.finetuned_model is not None and not s.busy)
+
+    def _degradation_choice(self) -> tuple[str | None, str | None]:
+        psf, srf = self.ft_psf_combo.currentText(), self.ft_srf_combo.currentText()
+        return (None if psf == EST else psf), (None if srf == EST else srf)
+
+    def _degradation_key(self, psf: str | None, srf: str | None) -> tuple:
+        return layer_key(self.state.pair.lr), layer_key(self.state.pair.msi), psf, srf
+
+    # ------------------------------------------------------------------ estimate
+    def estimate_degradations(self) -> Any:
+        """Estimate the pair's PSF and SRF (or apply the chosen presets) in a worker; the result is
+        shown in the plot under the button and reused by the next scene-only fine-tune."""
+        state = self.state
+        if state.busy:
+            return None
+        if not state.pair_valid:
+            state.fail(state.pair_problem or NO_PAIR)
+            return None
+        try:
+            lr, msi = layer_cube(state.pair.lr), layer_cube(state.pair.msi)
+        except CofusionError as exc:
+            state.fail(str(exc))
+            return None
+        psf, srf = self._degradation_choice()
+        return self.runner.start(estimate_job(lr, msi, psf, srf), JobKind.ESTIMATE, "PSF / SRF estimation", 1,
+                                 context=self._degradation_key(psf, srf))
+
+    def estimate_done(self, outcome: JobOutcome) -> None:
+        if outcome.failed or outcome.result is None:
+            if outcome.cancelled and not outcome.failed:
+                self.state.status = "estimation cancelled"
+            return
+        with self.state.events.paused():
+            self.state.degradation_key = outcome.context
+            self.state.degradation = outcome.result
+            self.state.status = outcome.result.describe()
+
+    # ------------------------------------------------------------------ fine-tune
+    def start_finetune(self) -> Any:
+        """Fine-tune CoFusion on the scene in a worker; returns the worker (or None)."""
+        state = self.state
+        if state.busy:
+            return None
+        pair = state.pair
+        try:
+            cfg = plans.train_config(self.steps_spin.value(), self.lr_edit.text(), self.batch_spin.value(),
+                                     self.patch_spin.value())
+            choice = self.ft_weights_combo.choice()
+            if pair.reference is not None:
+                valid = state.pair_valid
+                job, plan = plans.plan_with_reference(
+                    pair.reference, pair.lr if valid else None, pair.msi if valid else None, state.scale,
+                    state.simulate_settings, cfg, choice, state.device)
+            else:
+                if not state.pair_valid:
+                    raise CubeError(state.pair_problem or NO_PAIR)
+                psf, srf = self._degradation_choice()
+                known = state.degradation if state.degradation_key == self._degradation_key(psf, srf) else None
+                job, plan = plans.plan_scene_only(pair.lr, pair.msi, int(state.scale), psf, srf, cfg, choice,
+                                                  state.device, degradation=known)
+        except CofusionError as exc:
+            state.fail(str(exc))
+            return None
+        state.reset_loss()
+        state.status = f"fine-tuning ({plan.origin}) for {cfg.steps} steps…"
+        return self.runner.start(job, JobKind.FINETUNE, "CoFusion fine-tuning", cfg.steps, context=plan)
+
+    def finetune_done(self, outcome: JobOutcome) -> None:
+        """A fine-tune ended (finished, cancelled or failed): keep the model when it took a step."""
+        state, plan, last = self.state, outcome.context, self.state.step
+        if outcome.failed or last is None:
+            if outcome.cancelled and not outcome.failed:
+                state.status = "fine-tuning cancelled before the first step; no model kept"
+            return
+        plan.model.eval()
+        info = plans.training_record(plan, last)
+        with state.events.paused():
+            if plan.report and plan.report.get("degradation") is not None:
+                state.degradation_report = plan.report
+            state.finetuned_info = info
+            state.finetuned_model = plan.model
+            what = "stopped" if info["stopped_early"] else "finished"
+            state.status = (f"fine-tuning {what} after {info['steps_done']} steps (loss {info['final_loss']:.5f}); "
+                            f"the model is offered as {W_SESSION}")
+
+    # ------------------------------------------------------------------ save
+    def save_weights(self, path: str | Path | None = None) -> tuple[str, str] | None:
+        """Write the session's fine-tuned model (safetensors + JSON card); never overwrites."""
+        state = self.state
+        if state.finetuned_model is None:
+            state.fail("nothing to save: fine-tune a model first")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save fine-tuned weights", "cofusion_finetuned.safetensors", "Weights (*.safetensors)",
+                options=QFileDialog.Option.DontConfirmOverwrite,
+            )
+            if not path:
+                return None
+        model, info = state.finetuned_model, state.finetuned_info
+        try:
+            card = wmod.make_card(
+                model, hs_wavelengths=info.get("hs_wavelengths"), srf=info.get("srf"), psf=info.get("psf"),
+                protocol=None, training={k: v for k, v in info.items() if k not in ("hs_wavelengths", "psf", "srf")},
+                training_mode="fine-tuned in the napari-cofusion Fusion widget")
+            paths = wmod.save_weights(model, path, card, overwrite=False)
+        except CofusionError as exc:
+            state.fail(str(exc))
+            return None
+        state.clear_error()
+        state.add_weights_path(Path(paths[0]))
+        show_info(f"saved {paths[0]} and {Path(paths[1]).name}")
+        state.status = f"saved {paths[0]}"
+        return paths
