@@ -151,14 +151,15 @@ def test_loading_refuses_pickles_and_mismatched_cards(tmp_path):
     with pytest.raises(WeightsError, match="safetensors"):
         load_weights(bad)
     cfg = CoFusionConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)
-    st, js = save_weights(CoFusion(cfg), tmp_path / "a", {"config": cfg.to_json(), "hs_bands": 6, "ms_bands": 3, "scale": 4})
+    full = {"architecture": "cofusion", "config": cfg.to_json(), "hs_bands": 6, "ms_bands": 3, "scale": 4}
+    st, js = save_weights(CoFusion(cfg), tmp_path / "a", full)
     card = json.loads(open(js).read())
-    card["config"]["hs_bands"] = 7
+    card["config"]["hs_bands"] = card["hs_bands"] = 7  # a card for another model than the tensors
     open(js, "w").write(json.dumps(card))
     with pytest.raises(WeightsError, match="do not match the architecture"):
         load_weights(st)
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
-    (tmp_path / "junk.json").write_text(json.dumps({"config": cfg.to_json()}))
+    (tmp_path / "junk.json").write_text(json.dumps(full))
     with pytest.raises(WeightsError, match="not a readable safetensors"):
         load_weights(tmp_path / "junk.safetensors")
 

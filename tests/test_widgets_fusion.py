@@ -120,6 +120,75 @@ def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
     assert metrics.psnr(dc.data, cave_val_ref.data) > metrics.psnr(out.data, cave_val_ref.data)
 
 
+def test_state_events_drive_the_panels(make_napari_viewer, qtbot):
+    """The evented state emits on change; the panels follow it; typed job updates reach it through
+    the runner, and a job's outcome goes to the handler of its JobKind."""
+    from napari_cofusion.gui.fusion.state import FusionState, JobKind
+    from napari_cofusion.jobs import Status, Step, Tiles
+    from napari_cofusion.learn.train import Progress
+
+    alone = FusionState()
+    seen = []
+    alone.events.status.connect(seen.append)
+    alone.status = "a"
+    alone.status = "a"
+    alone.status = "b"
+    assert seen == ["a", "b"]  # once per change
+
+    viewer = make_napari_viewer()
+    lr = viewer.add_image(np.zeros((31, 8, 8), np.float32), name="lr", rgb=False)
+    msi = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="msi", rgb=False)
+    w = _fusion_widget(viewer)
+    assert (w.lr_combo.currentText(), w.msi_combo.currentText(), w.scale) == ("lr", "msi", 4)
+    # the pair set on the state (not through the Pair panel) shows in the Pair panel
+    w.state.select_pair(msi, lr, chosen=True)
+    assert (w.lr_combo.currentText(), w.msi_combo.currentText()) == ("msi", "lr")
+    assert w.scale is None and w.pair_message.text() and not w.run_button.isEnabled()
+    w.state.select_pair(lr, msi)
+    assert w.scale == 4 and w.pair_message.text() == "" and w.run_button.isEnabled()
+    # status, error and busy
+    w.state.status = "hello"
+    assert w.status_label.text() == "hello"
+    w.state.fail("something went wrong")
+    assert w.error_label.text() == "something went wrong" and not w.error_label.isHidden()
+    w.state.clear_error()
+    assert w.error_label.text() == "" and w.error_label.isHidden()
+    w.state.busy = True
+    assert w.cancel_button.isEnabled() and not w.run_button.isEnabled() and not w.finetune_button.isEnabled()
+    w.state.busy = False
+    assert not w.cancel_button.isEnabled() and w.run_button.isEnabled()
+    # typed updates: Tiles move the progress bar, Status shows a busy bar, a Step extends the loss curve
+    w.runner.handle_update(Tiles(3, 7))
+    assert (w.progress_bar.value(), w.progress_bar.maximum()) == (3, 7) and w.state.progress == (3, 7)
+    w.runner.handle_update(Status("preparing"))
+    assert w.status_label.text() == "preparing" and w.progress_bar.maximum() == 0
+    w.runner.handle_update(Step(Progress(step=2, total=10, loss=0.5, lr=1e-3, elapsed=1.0)))
+    assert w.loss_steps == [2] and list(w.loss_plot.line.get_data()[0]) == [2]
+    assert (w.progress_bar.value(), w.progress_bar.maximum()) == (2, 10) and "step 2/10" in w.status_label.text()
+    # the plots follow the napari theme: new axes in the new colours, the curve drawn again
+    from napari.utils.theme import get_theme
+
+    viewer.theme = "light" if viewer.theme != "light" else "dark"
+    assert w.loss_plot.axes.xaxis.label.get_color() == get_theme(viewer.theme).text.as_hex()
+    assert list(w.loss_plot.line.get_data()[0]) == [2] and w.loss_plot.line.axes is w.loss_plot.axes
+    # a job runs in the worker; its outcome goes to its kind's handler
+    got = []
+    w.runner.handlers[JobKind.ESTIMATE] = got.append
+
+    def job():
+        yield Tiles(1, 2)
+        return "the result"
+
+    assert w.start_job(job(), JobKind.ESTIMATE, "a test job", 2, context="ctx") is not None
+    assert w.state.busy and w.state.job is JobKind.ESTIMATE
+    _wait_idle(qtbot, w)
+    assert len(got) == 1 and (got[0].kind, got[0].result, got[0].context) == (JobKind.ESTIMATE, "the result", "ctx")
+    assert not got[0].cancelled and not got[0].failed
+    assert not w.state.busy and w.state.job is None and not w.cancel_button.isEnabled()
+    with pytest.raises(TypeError):
+        w.start_job(job(), "estimate", "a test job", 2)  # the kind is a JobKind, not a string
+
+
 # ------------------------------------------------------------------------------- learned model
 def test_real_pair_from_shared_data_with_small_model(make_napari_viewer, qtbot, shared_data, tmp_path):
     """The Houston 2018 HS + RGB pair opens through the reader, is fused by CoFusion weights from disk."""
@@ -149,6 +218,7 @@ def test_real_pair_from_shared_data_with_small_model(make_napari_viewer, qtbot, 
     assert len(viewer.layers) == n
     msg = w.error_label.text()
     assert "31 HS bands" in msg and "48 HS bands" in msg
+    assert "--" not in msg  # a GUI message, no command-line flags
     # not a weights file at all
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     assert not w.add_weights_path(tmp_path / "junk.safetensors")
@@ -163,6 +233,8 @@ def test_finetune_cancel_save_and_reuse(make_napari_viewer, qtbot, tmp_path):
 
     # the widget offers the scene fine-tune's defaults (the CLI's)
     assert w.steps_spin.value() == selfsup.DEFAULT_STEPS and float(w.lr_edit.text()) == selfsup.DEFAULT_LR
+    defaults = selfsup.scene_config()
+    assert (w.patch_spin.value(), w.batch_spin.value()) == (defaults.patch, defaults.batch)
     start = _small_weights(tmp_path / "start", 31, 3, 4)
     w.add_weights_path(start, select=("finetune",))
     w.patch_spin.setValue(32)

@@ -1,4 +1,4 @@
-"""Pieces shared by the inspection widgets (pseudo-colour, quality, spectra): layer combo boxes
+"""Pieces shared by the dock widgets (fusion, pseudo-colour, quality, spectra): layer combo boxes
 that follow the viewer's layer list, a themed matplotlib panel, and the red error label."""
 
 from __future__ import annotations

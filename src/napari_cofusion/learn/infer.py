@@ -14,6 +14,8 @@ from typing import Iterator
 
 import torch
 
+from napari_cofusion.core.errors import CubeError
+
 __all__ = ["fuse_tensor", "iter_tiles", "tile_starts", "auto_tile"]
 
 
@@ -84,8 +86,15 @@ def fuse_tensor(
             progress(1, 1)
         return out
     align = math.lcm(s, 8)
-    tile = max(align, (tile // align) * align)
-    overlap = min((overlap // s) * s, tile // 2)
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 2 * align:
+        raise CubeError(f"tile = {tile!r}: tiles must be whole numbers of at least {2 * align} HR pixels at ×{s} "
+                        f"(two steps of lcm(scale, 8) = {align})")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise CubeError(f"overlap = {overlap!r}: must be a whole number of HR pixels, 0 or more")
+    tile = (tile // align) * align
+    # neighbouring tiles must overlap by at least ``overlap`` (the blend's zero zones are then covered):
+    # the step, a multiple of ``align``, must stay positive
+    overlap = min((overlap // s) * s, tile // 2, tile - align)
     acc = torch.zeros(C, H, W, dtype=torch.float64)
     wsum = torch.zeros(1, H, W, dtype=torch.float64)
     tiles = list(iter_tiles(H, W, tile, overlap, s))

@@ -67,9 +67,13 @@ def scene_config(steps: int | None = None, lr: float | None = None, batch: int =
     """The training configuration of a scene fine-tune (the CLI's, the widget's, the benchmark's and
     :func:`finetune_scene`'s default): ``steps`` / ``lr`` default to :data:`DEFAULT_STEPS` /
     :data:`DEFAULT_LR`; linear warm-up over a tenth of the steps (at most 50); no validation or
-    periodic checkpoints (there is no reference to validate on)."""
-    steps = int(steps or DEFAULT_STEPS)
-    return TrainConfig(steps=steps, batch=batch, patch=patch, lr=float(lr or DEFAULT_LR),
+    periodic checkpoints (there is no reference to validate on). An explicit 0 is refused, not
+    taken for the default."""
+    steps = DEFAULT_STEPS if steps is None else steps
+    lr = DEFAULT_LR if lr is None else lr
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CubeError(f"fine-tuning: steps = {steps!r} must be a whole number, 1 or more")
+    return TrainConfig(steps=steps, batch=batch, patch=patch, lr=lr,
                        warmup=max(1, min(50, steps // 10)), val_every=steps + 1, ckpt_every=steps + 1, seed=seed)
 
 

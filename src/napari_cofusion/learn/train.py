@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from napari_cofusion.core import metrics
 from napari_cofusion.core.cube import Cube
-from napari_cofusion.core.errors import TrainingError
+from napari_cofusion.core.errors import CubeError, TrainingError
 from napari_cofusion.degrade.consistency import enforce
 from napari_cofusion.degrade.simulate import simulate_pair
 from napari_cofusion.fusion.classical import glp_hs
@@ -55,6 +55,23 @@ class TrainConfig:
     val_every: int = 500
     ckpt_every: int = 250
     augment: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would run something else than asked (0 steps, a negative rate)."""
+        for name in ("steps", "batch", "patch", "val_every", "ckpt_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CubeError(f"training: {name} = {v!r} must be a whole number, 1 or more")
+        for name in ("warmup", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise CubeError(f"training: {name} = {v!r} must be a whole number, 0 or more")
+        for name in ("lr", "weight_decay", "clip", "ssim_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) or (name == "lr" and v == 0):
+                raise CubeError(f"training: {name} = {v!r} must be a finite number" + (" above 0" if name == "lr" else ", 0 or more"))
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise CubeError(f"training: schedule = {self.schedule!r}: use cosine, step or constant")
 
 
 @dataclass

@@ -95,7 +95,7 @@ def _build_one_scene(job: tuple) -> Scene:
 
 
 def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent (which stops the pool), instead of each printing a traceback."""
+    """Workers leave Ctrl-C to the parent (which stops them), instead of each printing a traceback."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -108,14 +108,10 @@ def build_scenes(jobs: Sequence[tuple], workers: int | None = 1) -> list[Scene]:
     if workers <= 1:
         return [_build_one_scene(j) for j in jobs]
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint) as pool:
-        try:
-            return list(pool.map(_build_one_scene, jobs))
-        except BaseException:  # Ctrl-C included: drop the jobs not started yet (leaving waits for the running ones)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    # a Pool, not a ProcessPoolExecutor: leaving the block on Ctrl-C terminates the workers at once
+    with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
+        return pool.map(_build_one_scene, jobs, chunksize=1)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float] | None:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from napari_cofusion.core.errors import CofusionWarning, CubeError, WeightsError
 from napari_cofusion.core.io.common import check_target, json_safe, new_files
-from napari_cofusion.learn.models import ARCHITECTURES, build_model
+from napari_cofusion.learn.models import ARCHITECTURES, build_model, check_card
 
 __all__ = ["make_card", "save_weights", "check_weights_target", "weights_paths", "rescue_dir", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
 
@@ -118,9 +118,12 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     if not card_path.is_file():
         raise WeightsError(f"{p}: no card {card_path.name} beside the weights (architecture and band counts are needed)")
     try:
-        return json.loads(card_path.read_text())
-    except json.JSONDecodeError as exc:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{card_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise WeightsError(f"{card_path}: cannot be read ({exc})") from None
+    return check_card(card, str(card_path))
 
 
 def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -27,7 +27,6 @@ from napari_cofusion.learn import weights as wmod
 __all__ = ["FinetunePanel"]
 
 EST = "estimate from the pair"
-NO_PAIR = "select an LRHSI and an HRMSI layer first"
 
 
 class FinetunePanel(QGroupBox):
@@ -114,7 +113,7 @@ class FinetunePanel(QGroupBox):
         if state.busy:
             return None
         if not state.pair_valid:
-            state.fail(state.pair_problem or NO_PAIR)
+            state.fail(state.no_pair_reason)
             return None
         try:
             lr, msi = layer_cube(state.pair.lr), layer_cube(state.pair.msi)
@@ -153,7 +152,7 @@ class FinetunePanel(QGroupBox):
                     state.simulate_settings, cfg, choice, state.device)
             else:
                 if not state.pair_valid:
-                    raise CubeError(state.pair_problem or NO_PAIR)
+                    raise CubeError(state.no_pair_reason)
                 psf, srf = self._degradation_choice()
                 known = state.degradation if state.degradation_key == self._degradation_key(psf, srf) else None
                 job, plan = plans.plan_scene_only(pair.lr, pair.msi, int(state.scale), psf, srf, cfg, choice,

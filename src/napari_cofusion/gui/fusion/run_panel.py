@@ -102,7 +102,7 @@ class RunPanel(QGroupBox):
         if state.busy:
             return None
         if not state.pair_valid:
-            state.fail(state.pair_problem or "select an LRHSI and an HRMSI layer first")
+            state.fail(state.no_pair_reason)
             return None
         method = self.method_combo.currentText()
         try:

@@ -145,7 +145,7 @@ class JobRunner:
                 try:
                     handler(outcome)
                 except Exception as exc:  # noqa: BLE001 - never let a slot raise
-                    self.state.fail(f"{running.kind.value}: {exc}")
+                    self.state.fail(f"{running.kind.value} ended, but its result could not be used: {exc}")
         self._close_napari_progress()
         self.worker = None
         with self.state.events.paused():

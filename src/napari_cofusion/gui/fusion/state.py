@@ -78,6 +78,11 @@ class FusionState:
     def pair_valid(self) -> bool:
         return self.scale is not None
 
+    @property
+    def no_pair_reason(self) -> str:
+        """Why there is no pair to fuse (for a refused action)."""
+        return self.pair_problem or "select an LRHSI and an HRMSI layer first"
+
     def select_pair(self, lr, msi, reference=None, chosen: bool | None = None) -> None:
         """Select the pair and check it; the observers see the new pair and its texts together."""
         pair = Pair(lr, msi, reference)

@@ -7,14 +7,32 @@ from typing import Any
 from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.learn.models.cofusion import CoFusion, CoFusionConfig
 
-__all__ = ["CoFusion", "CoFusionConfig", "build_model", "ARCHITECTURES"]
+__all__ = ["CoFusion", "CoFusionConfig", "build_model", "check_card", "ARCHITECTURES"]
 
 ARCHITECTURES = {"cofusion": (CoFusion, CoFusionConfig)}
 
 
 def build_model(card: dict[str, Any]):
-    arch = card.get("architecture", "cofusion")
+    """The model a weights card describes (checked first: :func:`check_card`)."""
+    check_card(card)
+    cls, cfg_cls = ARCHITECTURES[card["architecture"]]
+    return cls(cfg_cls.from_json(card["config"]))
+
+
+def check_card(card: Any, where: str = "the weights card") -> dict[str, Any]:
+    """Refuse a card that does not say what to build: it must be a JSON object with a known
+    ``architecture``, a ``config`` within bounds, and ``hs_bands`` / ``ms_bands`` / ``scale`` that
+    agree with the config. Returns the card."""
+    if not isinstance(card, dict):
+        raise WeightsError(f"{where}: expected a JSON object, got {type(card).__name__}")
+    missing = [k for k in ("architecture", "config", "hs_bands", "ms_bands", "scale") if k not in card]
+    if missing:
+        raise WeightsError(f"{where}: lacks {', '.join(missing)} (without them another model would be built)")
+    arch = card["architecture"]
     if arch not in ARCHITECTURES:
-        raise WeightsError(f"unknown architecture {arch!r} in the weights card (known: {', '.join(ARCHITECTURES)})")
-    cls, cfg_cls = ARCHITECTURES[arch]
-    return cls(cfg_cls.from_json(card.get("config", {})))
+        raise WeightsError(f"{where}: unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    cfg = ARCHITECTURES[arch][1].from_json(card["config"])
+    for k in ("hs_bands", "ms_bands", "scale"):
+        if card[k] != getattr(cfg, k):
+            raise WeightsError(f"{where}: {k} = {card[k]!r} but its config says {getattr(cfg, k)!r}")
+    return card

@@ -24,6 +24,7 @@ Overview (``CoFusion.forward``)::
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from napari_cofusion.core import ops
+from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.learn.models.layers import DWConv, HaarDWT, LayerNorm2d, MaxPoolSame
 
 __all__ = ["CoFusionConfig", "CoFusion", "SpaCAM", "SpeCAM", "SSCFM", "CoFusionBlock"]
@@ -61,6 +63,41 @@ class CoFusionConfig:
     def __post_init__(self) -> None:
         if self.residual_scale is None:
             self.residual_scale = 0.01 if self.base == "glp-hs" else 0.1
+        self.check()
+
+    #: sane bounds: a card or a command line outside them is refused before anything is built
+    LIMITS = {"hs_bands": (1, 4096), "ms_bands": (1, 512), "scale": (2, 32), "width": (4, 512), "top_k": (1, 512),
+              "se_ratio": (1, 512), "ffn_expansion": (1, 16)}
+
+    def check(self) -> None:
+        """Raise :class:`WeightsError` naming the field when the configuration is outside sane
+        bounds (e.g. a card asking for 33 000 blocks would need gigabytes before any check)."""
+        def bad(msg: str) -> WeightsError:
+            return WeightsError(f"CoFusion configuration: {msg}")
+
+        for name, (lo, hi) in self.LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise bad(f"{name} = {v!r} is outside {lo}–{hi}")
+        if self.width % 4:
+            raise bad(f"width = {self.width} must be a multiple of 4 (the fusion module splits channels in four)")
+        if len(self.depths) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 64
+                                        for d in self.depths):
+            raise bad(f"depths = {list(self.depths)}: three levels of 0–64 blocks each")
+        if not self.dilations or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 32
+                                     for d in self.dilations) or len(self.dilations) > 8:
+            raise bad(f"dilations = {list(self.dilations)}: 1–8 dilations of 1–32")
+        if self.base not in ("bicubic", "glp-hs"):
+            raise bad(f"base = {self.base!r}: use bicubic or glp-hs")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise bad(f"dropout = {self.dropout!r} must be in [0, 1)")
+        if self.phase is not None and (isinstance(self.phase, bool) or not isinstance(self.phase, int)
+                                       or not 0 <= self.phase < self.scale):
+            raise bad(f"phase = {self.phase!r} must be an integer in [0, {self.scale})")
+        for name in ("residual_scale", "layer_scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 10):
+                raise bad(f"{name} = {v!r} must be in (0, 10]")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -70,12 +107,24 @@ class CoFusionConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "CoFusionConfig":
+        """The configuration of a card's ``config``: unknown keys are refused (a typo would
+        otherwise silently build the default), lists become tuples, bounds are checked."""
+        if not isinstance(d, dict):
+            raise WeightsError(f"CoFusion configuration: expected a JSON object, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
-        kw = {k: v for k, v in d.items() if k in known}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise WeightsError(f"CoFusion configuration: unknown keys {', '.join(unknown)}")
+        kw = dict(d)
         for k in ("depths", "dilations"):
             if k in kw:
+                if not isinstance(kw[k], (list, tuple)):
+                    raise WeightsError(f"CoFusion configuration: {k} must be a list, got {kw[k]!r}")
                 kw[k] = tuple(kw[k])
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except TypeError as exc:
+            raise WeightsError(f"CoFusion configuration: {exc}") from None
 
 
 class SpaCAM(nn.Module):
