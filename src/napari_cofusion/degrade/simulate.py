@@ -45,6 +45,16 @@ class PSF:
     path: str | None = None
     kernel_values: list | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str):
+            raise CubeError(f"PSF kind must be a name, got {self.kind!r}")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int)
+                                      or not 1 <= self.size <= 255):
+            raise CubeError(f"PSF size {self.size!r} must be a whole number of pixels from 1 to 255")
+        if self.sigma is not None and not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)
+                                           and 0 < self.sigma <= 64):
+            raise CubeError(f"PSF sigma {self.sigma!r} must be a positive number of pixels (at most 64)")
+
     def kernel(self, scale: int) -> np.ndarray:
         k = self.kind.lower()
         if k == "weak":
@@ -77,6 +87,9 @@ class PSF:
         if isinstance(spec, PSF):
             return spec
         if isinstance(spec, dict):
+            unknown = sorted(set(spec) - set(cls.__dataclass_fields__))
+            if unknown:
+                raise CubeError(f"PSF {spec!r}: unknown keys {', '.join(unknown)}")
             return cls(**spec)
         s = str(spec)
         parts = s.split(":")
@@ -152,6 +165,21 @@ class Recipe:
     protocol: str | None = None
     crop: list | None = None  # the (H, W) the reference was cropped to
 
+    def __post_init__(self) -> None:
+        """Refuse a recipe that cannot describe a pair (it would otherwise be trusted)."""
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or not 1 <= self.scale <= 64:
+            raise CubeError(f"recipe: scale {self.scale!r} must be a whole number from 1 to 64")
+        if self.phase is not None and (isinstance(self.phase, bool) or not isinstance(self.phase, int)
+                                       or not 0 <= self.phase < self.scale):
+            raise CubeError(f"recipe: phase {self.phase!r} must be a whole number in [0, {self.scale})")
+        if not isinstance(self.psf, (dict, str)):
+            raise CubeError(f"recipe: psf {self.psf!r} must be an object or a name")
+        PSF.parse(self.psf).kernel(self.scale)  # parseable and buildable
+        if not isinstance(self.srf, dict):
+            raise CubeError(f"recipe: srf {self.srf!r} must be an object")
+        if self.crop is not None and (not isinstance(self.crop, (list, tuple)) or len(self.crop) != 2):
+            raise CubeError(f"recipe: crop {self.crop!r} must be [rows, columns]")
+
     @property
     def psf_obj(self) -> PSF:
         return PSF.parse(self.psf)
@@ -184,6 +212,10 @@ class Recipe:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Recipe":
+        """A recipe from JSON (``recipe.json`` or a layer's metadata), checked; keys the recipe does not
+        know (``reference_source`` ...) are kept out."""
+        if not isinstance(d, dict):
+            raise CubeError(f"recipe: expected a JSON object, got {type(d).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
