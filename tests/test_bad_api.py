@@ -63,13 +63,16 @@ def test_fuse_refuses_a_malformed_recipe(pair, recipe):
         fuse(lr, pair.msi, "glp-hs")
 
 
-def test_tiles_too_small_to_blend_are_refused(pair):
+def test_the_smallest_tiles_give_a_finite_result_and_smaller_ones_are_refused(pair):
+    """tile=8 used to return NaN (blending weights that vanished between tiles)."""
     model = CoFusion(CoFusionConfig(hs_bands=31, ms_bands=3, scale=4, **SMALL)).eval()
     lr, msi = torch.from_numpy(pair.lr.data), torch.from_numpy(pair.msi.data)
-    with pytest.raises(CubeError, match="at least 16"):
-        fuse_tensor(model, lr, msi, tile=8)
-    out = fuse_tensor(model, lr, msi, tile=16, overlap=64)  # the smallest tile: overlap clamped, no NaN
+    with pytest.raises(CubeError, match="at least lcm\\(scale, 8\\) = 8"):
+        fuse_tensor(model, lr, msi, tile=4)
+    out = fuse_tensor(model, lr, msi, tile=8, overlap=64)
     assert torch.isfinite(out).all()
+    with pytest.raises(CubeError, match="at least"):
+        fuse(pair.lr, pair.msi, "glp-hs", tile=4)
 
 
 @pytest.mark.parametrize("device", ["banana", "cuda:x", "tpu"])

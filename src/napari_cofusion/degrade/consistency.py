@@ -194,12 +194,15 @@ def _project_lr(z: torch.Tensor, lr: torch.Tensor, kernel: np.ndarray, g: torch.
 
 
 def project_observations(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int,
-                         srf: np.ndarray, iters: int = 2, solver_iters: int = 30, tol: float = 1e-4) -> np.ndarray:
+                         srf: np.ndarray, iters: int = 2, solver_iters: int = 30, tol: float = 1e-4,
+                         amp: np.ndarray | None = None) -> np.ndarray:
     """Alternate the correction onto {A·Z = LR} and the projection onto {R·Z = MSI} ∩ [0, 1], ``iters`` times.
 
     ``z`` (C, H, W), ``lr`` (C, h, w), ``msi`` (c, H, W), ``srf`` R (c, C). Returns float32 (C, H, W).
     The LR solve stops at a relative residual ``tol`` (1e-4: the spectral projection that follows
     moves the LR fit by more, ~3e-4 on a CAVE scene; 1e-6 gave the same PSNR to 1e-4 dB, 0.3 s later).
+    ``amp`` is the edge map (:func:`edge_weight`) when it was computed for a larger area than this
+    block (block-wise fusion computes it once for the scene, so that its mean is the scene's).
     """
     C, H, W = z.shape
     R = np.asarray(srf, dtype=np.float64)
@@ -208,7 +211,7 @@ def project_observations(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel:
     out = np.array(z, dtype=np.float32, copy=True)
     bands = max(1, min(C, _CHUNK_ELEMENTS // (H * W)))
     g = torch.from_numpy(spread_kernel(scale)).float()
-    amp = torch.from_numpy(edge_weight(msi))
+    amp = torch.from_numpy(np.ascontiguousarray(edge_weight(msi) if amp is None else amp, dtype=np.float32))
     with torch.inference_mode():
         for _ in range(iters):
             for b0 in range(0, C, bands):
@@ -271,25 +274,14 @@ def _box_projection(z: torch.Tensor, m: torch.Tensor, R: torch.Tensor, iters: in
     return (z + best @ R).clamp(0.0, 1.0)
 
 
-def _mismatch(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int,
-              srf: np.ndarray) -> tuple[float, float]:
-    with torch.inference_mode():
-        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
-        a = _lr_op(zt, kernel, scale, phase, tuple(lr.shape[-2:])).numpy()
-        m = np.einsum("mc,chw->mhw", srf.astype(np.float32), z)
-    return (float(np.linalg.norm(a - lr) / max(np.linalg.norm(lr), 1e-12)),
-            float(np.linalg.norm(m - msi) / max(np.linalg.norm(msi), 1e-12)))
-
-
-def enforce(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int,
-            mode: str = "auto", srf: np.ndarray | None = None) -> tuple[np.ndarray, ConsistencyReport]:
-    """Project ``z`` onto the observations when ``mode`` asks for it (``auto``: when the pair's own
-    SRF/PSF fit is good enough, see the module docstring). ``srf`` skips the fit (its residual is
-    still measured). Returns the (possibly unchanged) cube and a report."""
+def decide(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int, mode: str = "auto",
+           srf: np.ndarray | None = None) -> tuple[np.ndarray | None, ConsistencyReport]:
+    """The scene-wide part of the step: the SRF (fitted unless given), its fit residual and whether
+    to project (``mode``). Returns (R or None when not projecting, the report so far)."""
     if mode not in MODES:
         raise CubeError(f"consistency must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "off":
-        return z, ConsistencyReport(mode, False, float("nan"), "off")
+        return None, ConsistencyReport(mode, False, float("nan"), "off")
     from napari_cofusion.degrade.estimate import srf_residual
 
     if srf is None:
@@ -298,12 +290,46 @@ def enforce(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, 
         R = np.asarray(srf, dtype=np.float64)
         fit = srf_residual(lr, msi, R, kernel, scale, phase)
     if mode == "auto" and not fit <= AUTO_MAX_RESIDUAL:
-        return z, ConsistencyReport(mode, False, fit, f"fit residual {fit:.2g} > {AUTO_MAX_RESIDUAL:g}: the PSF/SRF do "
-                                                      "not explain the pair well enough to project onto it")
-    before = _mismatch(z, lr, msi, kernel, scale, phase, R)
+        return None, ConsistencyReport(mode, False, fit, f"fit residual {fit:.2g} > {AUTO_MAX_RESIDUAL:g}: the PSF/SRF "
+                                                         "do not explain the pair well enough to project onto it")
+    return R, ConsistencyReport(mode, True, fit, "projected")
+
+
+def mismatch_terms(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int,
+                   srf: np.ndarray, lr_part: tuple[slice, slice] | None = None,
+                   hr_part: tuple[slice, slice] | None = None) -> np.ndarray:
+    """Squared norms [‖A·z − LR‖², ‖LR‖², ‖R·z − MSI‖², ‖MSI‖²] over a part of a block (its interior),
+    to be summed over blocks: the step's mismatch report for a scene fused block by block."""
+    with torch.inference_mode():
+        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        a = _lr_op(zt, kernel, scale, phase, tuple(lr.shape[-2:])).numpy()
+    m = np.einsum("mc,chw->mhw", srf.astype(np.float32), z)
+    ly, lx = lr_part or (slice(None), slice(None))
+    hy, hx = hr_part or (slice(None), slice(None))
+    d_lr, d_ms = (a - lr)[:, ly, lx], (m - msi)[:, hy, hx]
+    return np.array([np.sum(d_lr.astype(np.float64) ** 2), np.sum(lr[:, ly, lx].astype(np.float64) ** 2),
+                     np.sum(d_ms.astype(np.float64) ** 2), np.sum(msi[:, hy, hx].astype(np.float64) ** 2)])
+
+
+def ratios(terms: np.ndarray) -> tuple[float, float]:
+    """Relative mismatches (LR, MSI) from summed :func:`mismatch_terms`."""
+    return (float(np.sqrt(terms[0]) / max(np.sqrt(terms[1]), 1e-12)),
+            float(np.sqrt(terms[2]) / max(np.sqrt(terms[3]), 1e-12)))
+
+
+def enforce(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int,
+            mode: str = "auto", srf: np.ndarray | None = None) -> tuple[np.ndarray, ConsistencyReport]:
+    """Project ``z`` onto the observations when ``mode`` asks for it (``auto``: when the pair's own
+    SRF/PSF fit is good enough, see the module docstring). ``srf`` skips the fit (its residual is
+    still measured). Returns the (possibly unchanged) cube and a report. (Whole frame; block-wise
+    fusion uses :func:`decide`, :func:`project_observations` and :func:`mismatch_terms` per block.)"""
+    R, report = decide(lr, msi, kernel, scale, phase, mode, srf)
+    if R is None:
+        return z, report
+    before = ratios(mismatch_terms(z, lr, msi, kernel, scale, phase, R))
     out = project_observations(z, lr, msi, kernel, scale, phase, R)
-    after = _mismatch(out, lr, msi, kernel, scale, phase, R)
-    return out, ConsistencyReport(mode, True, fit, "projected", before[0], after[0], before[1], after[1])
+    after = ratios(mismatch_terms(out, lr, msi, kernel, scale, phase, R))
+    return out, ConsistencyReport(mode, True, report.fit_residual, "projected", before[0], after[0], before[1], after[1])
 
 
 def describe_consistency(report: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import torch
 from napari_cofusion.core import ops
 from napari_cofusion.fusion.registry import FusionMethod, register
 
-__all__ = ["local_regression", "glp_hs", "bicubic"]
+__all__ = ["local_regression", "glp_hs", "bicubic", "glp_hs_reach"]
 
 
 def bicubic(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int, **_: Any) -> np.ndarray:
@@ -78,8 +78,22 @@ def glp_hs(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
         return (S + residual).numpy()
 
 
-register(FusionMethod("bicubic", "Phase-aware bicubic upsampling of the LRHSI (ignores the HRMSI)", bicubic))
+def glp_hs_reach(scale: int, kernel: Any, radius: int = 2) -> int:
+    """HR pixels glp-hs looks around a pixel: the PSF, twice the regression window (fit, then
+    smoothing of the coefficients) and the bicubic upsampling (2 LR pixels each side), with room."""
+    k = int(np.asarray(kernel).shape[-1]) // 2 + 1
+    return k + scale * (2 * radius + 4) + 2 * k
+
+
+def _bicubic_reach(scale: int, kernel: Any) -> int:
+    return 3 * scale
+
+
+register(FusionMethod("bicubic", "Phase-aware bicubic upsampling of the LRHSI (ignores the HRMSI)", bicubic,
+                      reach=_bicubic_reach, bytes_per_pixel=lambda C, c: 16.0 * C))
 register(FusionMethod(
     "glp-hs", "Local-regression hypersharpening + detail injection (training-free classical baseline)", glp_hs,
-    options={"radius": 2, "eps": 1e-8},
+    options={"radius": 2, "eps": 1e-8}, reach=glp_hs_reach,
+    # float32 HR: the c·C upsampled coefficients, the synthetic bands, the residual and the result
+    bytes_per_pixel=lambda C, c: 4.0 * C * (c + 5),
 ))

@@ -7,14 +7,16 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any
+import os
+from typing import Any, Callable
 
 import numpy as np
 
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.degrade.consistency import enforce
+from napari_cofusion.degrade.consistency import ConsistencyReport, decide, edge_weight, mismatch_terms, project_observations, ratios
 from napari_cofusion.degrade.simulate import PSF
+from napari_cofusion.fusion.blocks import ArraySink, Block, block_side, memory_budget, plan_blocks, run_blocks
 from napari_cofusion.fusion.pair import check_pair, check_recipe
 from napari_cofusion.fusion.registry import FusionMethod, get_method, iter_methods
 
@@ -32,24 +34,31 @@ def accepted_options(m: FusionMethod) -> set[str]:
 
 def check_options(m: FusionMethod, options: dict[str, Any]) -> None:
     """Refuse options the method would ignore (a typo, or ``weights`` for a classical method)."""
-    unknown = sorted(set(options) - accepted_options(m) - {"progress", "lr_cube", "msi_cube"})
+    unknown = sorted(set(options) - accepted_options(m) - {"lr_cube", "msi_cube"})
     if unknown:
         hint = ""
         if "weights" in unknown or "model" in unknown:
             learned = [x.name for x in iter_methods() if x.needs_weights]
             hint = f"; weights are for the learned methods ({', '.join(learned) or 'none registered'})"
-        takes = sorted(accepted_options(m) - {"progress", "lr_cube", "msi_cube"})
+        takes = sorted(accepted_options(m) - {"lr_cube", "msi_cube"})
         raise CubeError(f"{m.name} does not take {', '.join(unknown)} (it takes: {', '.join(takes) or 'no options'})"
                         + hint)
 
 
 @dataclass
 class FusionResult:
-    cube: Cube
+    cube: Cube | None  # None when the result went to a file (``fuse(..., out=PATH)``)
     method: str
     scale: int
     seconds: float = 0.0
     consistency: dict[str, Any] | None = None  # the data-consistency step's report, when it ran
+    blocks: int = 1  # how many blocks the scene was fused in (1: whole frame)
+    paths: list[str] | None = None  # the files written, with ``out``
+    meta: dict[str, Any] | None = None  # what the cube's meta holds (method, psf, weights, consistency, ...)
+
+
+#: what a method needs per HR pixel of a block when it does not say (float32 input, output, work)
+_DEFAULT_BYTES_PER_PIXEL = lambda C, c: 4.0 * C * 8  # noqa: E731
 
 
 def fuse(
@@ -60,6 +69,11 @@ def fuse(
     phase: int | None = None,
     clip: bool = True,
     consistency: str | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    out: "str | os.PathLike | None" = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> FusionResult:
     """Fuse a pair with a registered method. The scale is inferred from the sizes and checked.
@@ -70,6 +84,14 @@ def fuse(
     ``consistency`` ("auto", "on", "off"; default: the method's) projects the result onto the
     observations (:mod:`napari_cofusion.degrade.consistency`); its report is ``FusionResult.consistency``
     and the cube's ``meta["consistency"]``.
+
+    Memory: the scene is fused whole when the method's working memory for it fits the budget
+    (:func:`~napari_cofusion.fusion.blocks.memory_budget`), else in blocks of side ``tile`` (default:
+    from the budget and the band counts) with a margin of ``overlap // 2`` HR pixels at least the
+    method's reach (:mod:`napari_cofusion.fusion.blocks`); the consistency step runs per block too.
+    ``out`` (an ENVI ``.hdr`` path) writes the result block by block to that file instead of
+    returning it in memory (``FusionResult.cube`` is then None). ``progress(done, total)`` is
+    called after each block.
     """
     m = get_method(method)
     scale = check_pair(lr, msi)
@@ -90,27 +112,72 @@ def fuse(
     ph = scale // 2 if phase is None else phase
     if isinstance(ph, bool) or not isinstance(ph, (int, np.integer)) or not 0 <= ph < scale:
         raise CubeError(f"decimation phase {ph!r} must be a whole number in [0, {scale}) at ×{scale}")
+    ph = int(ph)
     kernel = PSF.parse(psf).kernel(scale)
-    t0 = time.perf_counter()
-    takes = accepted_options(m)
-    progress = options.pop("progress", None) if "progress" not in takes else options.get("progress")
-    extra = {k: v for k, v in (("lr_cube", lr), ("msi_cube", msi)) if k in takes}
-    out = m.run(lr.data, msi.data, scale=scale, kernel=kernel, phase=int(ph), **extra, **options)
-    if progress is not None and "progress" not in takes:
-        progress(1, 1)
     mode = m.consistency if consistency is None else consistency
-    report = None
-    if mode != "off" or consistency is not None:
-        out, rep = enforce(np.clip(out, 0.0, 1.0), lr.data, msi.data, kernel, scale, ph, mode)
-        report = rep.to_json()
+    blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
+    sink = _sink(out, lr, msi, method, overwrite)
+    t0 = time.perf_counter()
+    R, report = decide(lr.data, msi.data, kernel, scale, ph, mode)
+    amp = edge_weight(msi.data) if R is not None else None
+    terms = np.zeros((2, 4))
+    takes = accepted_options(m)
+    extra = {k: v for k, v in (("lr_cube", lr), ("msi_cube", msi)) if k in takes and len(blocks) == 1}
+
+    def step(b: Block, lr_b: np.ndarray, ms_b: np.ndarray) -> np.ndarray:
+        z = m.run(lr_b, ms_b, scale=scale, kernel=kernel, phase=ph, **extra, **options)
+        if mode != "off" or consistency is not None:
+            z = np.clip(z, 0.0, 1.0)
+        if R is not None:
+            (iy, ix), hr = b.interior_in_extended(), b.hr_slices()
+            ly, lx = slice(iy.start // scale, iy.stop // scale), slice(ix.start // scale, ix.stop // scale)
+            terms[0] += mismatch_terms(z, lr_b, ms_b, kernel, scale, ph, R, (ly, lx), (iy, ix))
+            z = project_observations(z, lr_b, ms_b, kernel, scale, ph, R, amp=amp[hr[0], hr[1]])
+            terms[1] += mismatch_terms(z, lr_b, ms_b, kernel, scale, ph, R, (ly, lx), (iy, ix))
+        return np.clip(z, 0.0, 1.0) if clip else z
+
+    try:
+        run_blocks(step, lr.data, msi.data, scale, blocks, sink, progress)
+    except BaseException:
+        if hasattr(sink, "abort"):
+            sink.abort()
+        raise
     secs = time.perf_counter() - t0
-    if clip:
-        out = np.clip(out, 0.0, 1.0)
+    if R is not None:
+        (b0, b1), (a0, a1) = ratios(terms[0]), ratios(terms[1])
+        report = ConsistencyReport(mode, True, report.fit_residual, "projected", b0, a0, b1, a1)
+    rep = report.to_json() if (mode != "off" or consistency is not None) else None
     used = m.provenance(lr, msi, scale, options) if m.provenance is not None else {}
-    cube = Cube(
-        np.ascontiguousarray(out, dtype=np.float32), wavelengths=lr.wavelengths, norm_scale=lr.norm_scale,
-        name=f"{method} fused", source=f"{method}({lr.name}, {msi.name})",
-        meta={"method": method, "scale": scale, "psf": PSF.parse(psf).to_json(), **used,
-              **({"consistency": report} if report else {})},
-    )
-    return FusionResult(cube=cube, method=method, scale=scale, seconds=secs, consistency=report)
+    meta = {"method": method, "scale": scale, "psf": PSF.parse(psf).to_json(), **used,
+            **({"consistency": rep} if rep else {}), **({"blocks": len(blocks)} if len(blocks) > 1 else {})}
+    name, source = f"{method} fused", f"{method}({lr.name}, {msi.name})"
+    if out is not None:
+        paths = sink.close(name=name, wavelengths=lr.wavelengths, meta=meta)
+        return FusionResult(None, method, scale, secs, rep, len(blocks), paths, meta)
+    cube = Cube(sink.data, wavelengths=lr.wavelengths, norm_scale=lr.norm_scale, name=name, source=source, meta=meta)
+    return FusionResult(cube=cube, method=method, scale=scale, seconds=secs, consistency=rep, blocks=len(blocks),
+                        meta=cube.meta)
+
+
+def _plan(m: FusionMethod, lr: Cube, msi: Cube, scale: int, kernel: np.ndarray, tile: int | None,
+          overlap: int | None) -> list[Block]:
+    """Whole frame when it fits the memory budget (and no ``tile`` is asked), else blocks."""
+    H, W = msi.spatial_shape
+    reach = m.reach(scale, kernel) if m.reach is not None else 8 * scale
+    margin = max(reach, (overlap or 0) // 2)
+    bpp = (m.bytes_per_pixel or _DEFAULT_BYTES_PER_PIXEL)(lr.bands, msi.bands)
+    if tile is None:
+        whole = Block(0, H, 0, W, 0, H, 0, W)
+        if H * W * bpp <= memory_budget():
+            return [whole]
+        tile = block_side(bpp, scale, margin)
+    blocks = plan_blocks(H, W, tile, margin, scale)
+    return blocks
+
+
+def _sink(out: "str | os.PathLike | None", lr: Cube, msi: Cube, method: str, overwrite: bool):
+    if out is None:
+        return ArraySink(lr.bands, *msi.spatial_shape)
+    from napari_cofusion.core.io.envi import EnviSink
+
+    return EnviSink(out, lr.bands, *msi.spatial_shape, overwrite=overwrite)

@@ -38,6 +38,11 @@ class FusionMethod:
     #: ``provenance(lr, msi, scale, options) -> dict`` recorded in the result's metadata (for
     #: learned methods: which weights file was used)
     provenance: Callable[..., dict[str, Any]] | None = None
+    #: ``reach(scale, kernel) -> HR pixels``: how far from a pixel the method looks (the margin
+    #: block-wise fusion gives each block, :mod:`napari_cofusion.fusion.blocks`)
+    reach: Callable[[int, Any], int] | None = None
+    #: ``bytes_per_pixel(hs_bands, ms_bands) -> bytes`` of working memory per HR pixel of a block
+    bytes_per_pixel: Callable[[int, int], float] | None = None
 
 
 _REGISTRY: dict[str, FusionMethod] = {}

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from napari_cofusion.core.errors import CofusionError
+from napari_cofusion.fusion.classical import glp_hs_reach
 from napari_cofusion.fusion.pair import check_fits
 from napari_cofusion.fusion.registry import FusionMethod, register
 from napari_cofusion.learn.device import keep_freed_memory, resolve_device
-from napari_cofusion.learn.infer import auto_tile, fuse_tensor
+from napari_cofusion.learn.infer import forward
 from napari_cofusion.learn.train import classical_base
 from napari_cofusion.learn.weights import load_weights, resolve_weights
 
@@ -38,29 +39,42 @@ def load_model_for(weights: "str | Path | None", hs_bands: int, ms_bands: int, s
     return model, card, path
 
 
-def run_model(model: torch.nn.Module, lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
-              tile: int | None = None, overlap: int = 64, progress=None) -> np.ndarray:
-    """Fuse with a model instance (no weights file involved): the GUI's fine-tuned models use this."""
+def run_model(model: torch.nn.Module, lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray,
+              phase: int) -> np.ndarray:
+    """Fuse a whole (block of a) pair with a model instance, its glp-hs base included; ``fuse``
+    cuts large scenes into blocks before it gets here."""
     keep_freed_memory()  # full-frame feature maps: reuse freed memory instead of fresh pages
     cfg = model.cfg
     check_fits((cfg.hs_bands, cfg.ms_bands, cfg.scale), (lr.shape[0], msi.shape[0], scale), "the model")
     base = torch.from_numpy(classical_base(lr, msi, kernel, scale, phase)) if cfg.base == "glp-hs" else None
-    if tile is None:
-        tile = auto_tile(lr.shape[0], *msi.shape[-2:])
     model.eval()
-    out = fuse_tensor(model, torch.from_numpy(lr), torch.from_numpy(msi), base, tile=tile, overlap=overlap, progress=progress)
-    return out.cpu().numpy()
+    return forward(model, torch.from_numpy(lr), torch.from_numpy(msi), base).cpu().numpy()
 
 
 def _cofusion(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
               weights: "str | Path | None" = None, device: str | None = None, model: Any = None,
-              tile: int | None = None, overlap: int = 64, progress=None, **_: Any) -> np.ndarray:
+              **_: Any) -> np.ndarray:
     dev = str(resolve_device(device or None))
     if model is None:
         model, _card, _path = load_model_for(weights, lr.shape[0], msi.shape[0], scale, dev)
     elif device:
         model.to(dev)  # a model instance (the GUI's fine-tuned one) goes where it is asked
-    return run_model(model, lr, msi, scale, kernel, phase, tile=tile, overlap=overlap, progress=progress)
+    return run_model(model, lr, msi, scale, kernel, phase)
+
+
+#: HR pixels of context the network gets around every block (its receptive field is wider, but the
+#: output changes by < 1e-4 beyond this; tests/test_model.py checks blocks against the whole frame)
+NETWORK_CONTEXT = 32
+
+
+def _reach(scale: int, kernel: Any) -> int:
+    return NETWORK_CONTEXT + glp_hs_reach(scale, kernel)
+
+
+def _bytes_per_pixel(C: int, c: int) -> float:
+    """Measured on this CPU (benchmarks/memory.py): ~4.6 kB of activations per HR pixel at width
+    64, plus the glp-hs base and the float32 copies of input, base, output and consistency work."""
+    return 4700.0 + 4.0 * C * (c + 5) + 4.0 * C * 10
 
 
 def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
@@ -89,4 +103,5 @@ def _provenance(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
 
 
 register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion,
-                      needs_weights=True, defaults=_defaults, consistency="auto", provenance=_provenance))
+                      needs_weights=True, defaults=_defaults, consistency="auto", provenance=_provenance,
+                      reach=_reach, bytes_per_pixel=_bytes_per_pixel))

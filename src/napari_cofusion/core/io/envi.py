@@ -12,7 +12,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io.common import check_file, make_cube, new_files
 
-__all__ = ["read_envi", "write_envi", "ENVI_DATA_EXTS", "has_envi_header", "roughness"]
+__all__ = ["read_envi", "write_envi", "EnviSink", "ENVI_DATA_EXTS", "has_envi_header", "roughness"]
 
 ENVI_DATA_EXTS = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", "")
 
@@ -182,3 +182,57 @@ def write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> list
         np.ascontiguousarray(data, dtype="<f4" if np.little_endian else ">f4").tofile(tmp_img)
         tmp_hdr.write_text("\n".join(lines) + "\n")
     return [str(hdr), str(img)]
+
+
+class EnviSink:
+    """An ENVI BSQ float32 file written block by block (``fuse(..., out=PATH)``): the data goes
+    straight to a hidden temporary file beside the target with positioned writes (nothing of it is
+    kept in memory), and on :meth:`close` the header is written and both files take their names
+    (exclusively unless ``overwrite``). :meth:`abort` (or an error) removes the temporaries."""
+
+    def __init__(self, path: "str | os.PathLike", bands: int, H: int, W: int, overwrite: bool = False) -> None:
+        hdr = Path(path)
+        if hdr.suffix.lower() not in (".hdr", ".img"):
+            raise CubeError(f"{hdr}: block-wise output is written as ENVI; name it NAME.hdr")
+        self.hdr, self.img = hdr.with_suffix(".hdr"), hdr.with_suffix(".img")
+        self.shape = (int(bands), int(H), int(W))
+        self._files = new_files([self.img, self.hdr], overwrite)
+        self._tmp_img, self._tmp_hdr = self._files.__enter__()
+        self._fd = os.open(self._tmp_img, os.O_WRONLY)
+        os.ftruncate(self._fd, bands * H * W * 4)
+        self._open = True
+
+    def write(self, block, data: np.ndarray) -> None:
+        C, H, W = self.shape
+        le = np.ascontiguousarray(data, dtype="<f4")
+        full_rows = block.x0 == 0 and block.x1 == W
+        for b in range(C):
+            base = (b * H + block.y0) * W + block.x0
+            if full_rows:
+                os.pwrite(self._fd, le[b].tobytes(), base * 4)
+                continue
+            for r in range(block.y1 - block.y0):
+                os.pwrite(self._fd, le[b, r].tobytes(), (base + r * W) * 4)
+
+    def close(self, name: str, wavelengths=None, meta: dict | None = None) -> list[str]:
+        os.close(self._fd)
+        self._open = False
+        C, H, W = self.shape
+        lines = ["ENVI", f"description = {{{name} written by napari-cofusion}}", f"samples = {W}", f"lines = {H}",
+                 f"bands = {C}", "header offset = 0", "file type = ENVI Standard", "data type = 4",
+                 "interleave = bsq", "byte order = 0"]
+        if wavelengths is not None:
+            lines.append("wavelength units = Nanometers")
+            lines.append("wavelength = {" + ", ".join(f"{x:.10g}" for x in wavelengths) + "}")
+        self._tmp_hdr.write_text("\n".join(lines) + "\n")
+        self._files.__exit__(None, None, None)
+        return [str(self.hdr), str(self.img)]
+
+    def abort(self) -> None:
+        if self._open:
+            os.close(self._fd)
+            self._open = False
+        try:
+            raise CubeError("aborted")
+        except CubeError as exc:
+            self._files.__exit__(type(exc), exc, exc.__traceback__)

@@ -87,11 +87,6 @@ class FinetunePanel(QGroupBox):
             getattr(state.events, name).connect(self._update_buttons)
         self._update_buttons()
 
-    @property
-    def loss_line(self):
-        """The loss curve's matplotlib line."""
-        return self.loss_plot.line
-
     def _update_buttons(self, *_: Any) -> None:
         s = self.state
         self.finetune_button.setEnabled(not s.busy)

@@ -23,12 +23,12 @@ stderr; 130 interrupted (Ctrl-C), with one line. Ctrl-C or SIGTERM during the tr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+from napari_cofusion.cli.loop import train_loop as _train_loop
 from napari_cofusion.core.errors import Cancelled, CofusionError, CubeError
 
 __all__ = ["main", "build_parser", "CONVENTIONS"]
@@ -64,64 +64,22 @@ def _auto(v: str | None) -> str | None:
     return None if v in (None, "", "auto", "estimate") else v
 
 
-def _refuse_existing(*paths: Path, overwrite: bool) -> None:
-    """Stop before any work when an output exists (and --overwrite was not given)."""
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise CubeError(f"{p}: already exists; choose another name or pass --overwrite")
+def _check_out(path: "str | Path", overwrite: bool) -> Path:
+    """An output file (and, for ENVI, its data file) checked before any work: it must not exist
+    unless --overwrite, and its folder must exist and be writable."""
+    from napari_cofusion.core.io.common import check_target
+
+    p = Path(path)
+    for q in ((p.with_suffix(".hdr"), p.with_suffix(".img")) if p.suffix.lower() in (".hdr", ".img") else (p,)):
+        check_target(q, overwrite)
+    return p
 
 
 def _weights_out(out: str, overwrite: bool) -> Path:
     """``--out`` of train/finetune: NAME.safetensors (+ NAME.json), checked before training."""
-    path = Path(out).with_suffix(".safetensors")
-    _refuse_existing(path, path.with_suffix(".json"), overwrite=overwrite)
-    if not path.parent.is_dir():
-        raise CubeError(f"{path.parent}: folder not found")
-    return path
+    from napari_cofusion.learn.weights import check_weights_target
 
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM (and SIGINT, which a background job started by a script ignores) stop a long
-    run like Ctrl-C does, so that it still writes its weights; the old handlers come back after."""
-    import signal
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    before = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(ValueError, OSError):  # not the main thread
-            before[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in before.items():
-            signal.signal(sig, signal.SIG_DFL if old is None else old)
-
-
-def _train_loop(tag: str, loop: Iterator[Any], log_every: int) -> Any:
-    """Drive a training generator (``learn.train.train`` or ``selfsup.finetune_scene``), printing
-    its status lines and every ``log_every``-th step, each validation and the last step. Ctrl-C or
-    SIGTERM closes it (the model keeps its best state) and the command goes on to write the
-    weights. Returns the last :class:`~napari_cofusion.learn.train.Progress` (None before the first step)."""
-    last = None
-    with _sigterm_as_interrupt():
-        try:
-            for item in loop:
-                if isinstance(item, str):
-                    print(f"[{tag}] {item}", flush=True)
-                    continue
-                last = item
-                if item.step % max(log_every, 1) == 0 or item.val or item.done:
-                    msg = f"[{tag}] step {item.step}/{item.total} loss {item.loss:.5f} lr {item.lr:.2e} {item.elapsed:.0f} s"
-                    if item.val:
-                        msg += f" | val PSNR {item.val['psnr']:.3f} SAM {item.val['sam']:.3f}"
-                    print(msg, flush=True)
-        except KeyboardInterrupt:
-            loop.close()
-            print(f"[{tag}] stopped at step {last.step if last else 0}", flush=True)
-    return last
+    return check_weights_target(out, overwrite)[0]
 
 
 # ---------------------------------------------------------------------------- commands
@@ -144,13 +102,18 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     from napari_cofusion.degrade.simulate import read_pair
 
     out = Path(a.out)
-    _refuse_existing(out, overwrite=a.overwrite)
+    _check_out(out, a.overwrite)
     lr, msi = read_pair(a.lr, a.msi, a.recipe)
     opts = {k: v for k, v in (("weights", a.weights), ("device", a.device)) if v}
-    res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, **opts)
-    res.cube.name = out.stem
-    write_cube(res.cube, out, overwrite=a.overwrite)
-    weights = res.cube.meta.get("weights")
+    # ENVI is written block by block as the blocks are fused (memory follows the block); other
+    # formats are written whole at the end
+    streamed = out.suffix.lower() in (".hdr", ".img")
+    res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, tile=a.tile,
+               **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
+    if not streamed:
+        res.cube.name = out.stem
+        write_cube(res.cube, out, overwrite=a.overwrite)
+    weights = res.meta.get("weights")
     if a.json:
         _print_json({"method": a.method, "scale": res.scale, "seconds": res.seconds, "out": str(out),
                      "weights": weights, "consistency": res.consistency})
@@ -257,7 +220,7 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
     from napari_cofusion.degrade.estimate import estimate_degradation
 
     if a.out:
-        _refuse_existing(Path(a.out), overwrite=a.overwrite)
+        _check_out(a.out, a.overwrite)
     lr, msi = read_cube(a.lr), read_cube(a.msi)
     deg = estimate_degradation(lr, msi, psf=_auto(a.psf), srf=_auto(a.srf), free_kernel=a.free_kernel)
     if a.out:
@@ -371,7 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--consistency", choices=["auto", "on", "off"], default=None,
                    help="project the result onto the LRHSI and HRMSI it came from (default: the method's; auto for "
                         "cofusion: when the PSF and a fitted SRF explain the pair, off for the baselines)")
-    _out_args(f, "the fused cube to write (.hdr, .tif, .npy, .npz)")
+    f.add_argument("--tile", type=int, default=None,
+                   help="fuse in blocks of this many HR pixels a side (default: the whole scene when it fits "
+                        "NAPARI_COFUSION_MEMORY_MB, else blocks sized from it)")
+    _out_args(f, "the fused cube to write (.hdr: written block by block; .tif, .npy, .npz)")
     f.add_argument("--json", action="store_true", help=JSON_HELP + " (method, scale, seconds, weights, consistency)")
     f.set_defaults(func=_cmd_fuse)
 
@@ -448,8 +414,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warnings_as_lines(cmd: str) -> None:
+    """Print the package's warnings (data changed on the way in, weights saved elsewhere) as one
+    line each on stderr, like the errors."""
+    import warnings
+
+    from napari_cofusion.core.errors import CofusionWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CofusionWarning):
+            print(f"napari-cofusion {cmd}: warning: {' '.join(str(message).splitlines())}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", CofusionWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     a = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        _warnings_as_lines(a.cmd)
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     try:
         return int(a.func(a) or 0)
     except KeyboardInterrupt:
