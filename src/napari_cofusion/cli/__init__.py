@@ -49,8 +49,12 @@ def _fmt_metrics(d: dict[str, float]) -> str:
 
 
 def _print_json(obj: Any) -> None:
-    """``--json``: the result as JSON on stdout (numpy values as lists / numbers)."""
-    print(json.dumps(obj, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    """``--json``: the result as JSON on stdout (numpy values as lists / numbers; NaN and infinities,
+    which JSON does not have, as null)."""
+    from napari_cofusion.core.io.common import json_safe
+
+    print(json.dumps(json_safe(obj), indent=2, allow_nan=False,
+                     default=lambda v: json_safe(v.tolist()) if hasattr(v, "tolist") else str(v)))
 
 
 def _norm(v: str) -> Any:

@@ -324,23 +324,34 @@ def infer_scale(lr_shape: tuple[int, ...], msi_shape: tuple[int, ...]) -> int:
 
 
 def save_pair(pair: SimulatedPair, out_dir: str | os.PathLike, fmt: str = ".hdr", overwrite: bool = False) -> dict[str, Any]:
-    """Write LRHSI, HRMSI and reference (``lr``, ``msi``, ``ref`` + ``fmt``) and ``recipe.json``."""
+    """Write LRHSI, HRMSI and reference (``lr``, ``msi``, ``ref`` + ``fmt``) and ``recipe.json``:
+    every target is checked first, and if a write fails the files this call already wrote are
+    removed again, so the folder holds the whole pair or nothing new."""
     from napari_cofusion.core.io import write_cube, write_json
+    from napari_cofusion.core.io.common import check_target
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Any] = {}
     targets = {"lr": pair.lr, "msi": pair.msi, "ref": pair.reference}
-    for key in targets:  # check every target first: nothing is half-written on refusal
-        for p in (out / f"{key}{fmt}", out / f"{key}.img") if fmt == ".hdr" else (out / f"{key}{fmt}",):
-            if p.exists() and not overwrite:
-                raise CubeError(f"{p}: already exists; choose another folder or pass overwrite")
-    for key, cube in targets.items():
-        written[key] = write_cube(cube, out / f"{key}{fmt}", overwrite=overwrite)[0]
+    side = {".hdr": (".img",), ".npy": (".npy.json",)}.get(fmt, ())
+    for p in [out / "recipe.json"] + [out / f"{k}{e}" for k in targets for e in (fmt, *side)]:
+        check_target(p, overwrite)
     recipe = pair.recipe.to_json()
     recipe["srf_matrix"] = pair.srf_matrix.tolist()
     recipe["reference_source"] = pair.reference.source
-    written["recipe"] = write_json(recipe, out / "recipe.json", overwrite=overwrite)
+    written: dict[str, Any] = {}
+    made: list[str] = []
+    try:
+        for key, cube in targets.items():
+            files = write_cube(cube, out / f"{key}{fmt}", overwrite=overwrite)
+            made += files
+            written[key] = files[0]
+        written["recipe"] = write_json(recipe, out / "recipe.json", overwrite=overwrite)
+    except BaseException:
+        if not overwrite:
+            for f in made:
+                Path(f).unlink(missing_ok=True)
+        raise
     return written
 
 

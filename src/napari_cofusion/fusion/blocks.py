@@ -30,8 +30,9 @@ from napari_cofusion.core.errors import CubeError
 __all__ = ["Block", "plan_blocks", "block_side", "memory_budget", "ArraySink", "Sink", "run_blocks", "DEFAULT_BUDGET_MB"]
 
 #: working memory a fusion may use for its blocks (MiB), besides its inputs and output;
-#: NAPARI_COFUSION_MEMORY_MB overrides it
-DEFAULT_BUDGET_MB = 1024
+#: NAPARI_COFUSION_MEMORY_MB overrides it. 2.5 GiB keeps a CAVE scene (512², 31 bands) whole for
+#: CoFusion, as before blocks existed, and a Chikusei-size scene under 4 GB (benchmarks/memory.py)
+DEFAULT_BUDGET_MB = 2560
 
 
 def memory_budget() -> int:
@@ -129,5 +130,20 @@ def run_blocks(step: Callable[[Block, np.ndarray, np.ndarray], np.ndarray], lr: 
         out = step(b, lr_b, ms_b)
         iy, ix = b.interior_in_extended()
         sink.write(b, np.asarray(out[:, iy, ix], dtype=np.float32))
+        del out, lr_b, ms_b
+        if len(blocks) > 1:
+            release_free_memory()
         if progress is not None:
             progress(i + 1, len(blocks))
+
+
+def release_free_memory() -> None:
+    """Give the memory freed by a block back to the system before the next one (glibc's
+    ``malloc_trim``; the process otherwise keeps it, see ``learn.device.keep_freed_memory``), so
+    that peak memory stays that of one block. A no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

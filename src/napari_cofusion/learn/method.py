@@ -72,9 +72,10 @@ def _reach(scale: int, kernel: Any) -> int:
 
 
 def _bytes_per_pixel(C: int, c: int) -> float:
-    """Measured on this CPU (benchmarks/memory.py): ~4.6 kB of activations per HR pixel at width
-    64, plus the glp-hs base and the float32 copies of input, base, output and consistency work."""
-    return 4700.0 + 4.0 * C * (c + 5) + 4.0 * C * 10
+    """Peak working memory per HR pixel of a block, measured on this CPU at width 64: about 7 kB
+    at 31 bands and 8.5 kB at 128 for the network with its glp-hs base, 9.4 kB at 31 bands for a
+    block of a 1024² scene with the consistency step (/tmp probes with ``ru_maxrss``, README)."""
+    return 8000.0 + 32.0 * C
 
 
 def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
