@@ -105,6 +105,8 @@ class PSF:
                 raise CubeError("Gaussian PSF is written gaussian:SIGMA or gaussian:SIZE:SIGMA")
             if head == "box":
                 return cls(kind="box", size=int(parts[1]) if len(parts) > 1 else None)
+        except CubeError as exc:
+            raise CubeError(f"PSF {s!r}: {exc}") from None
         except ValueError:
             raise CubeError(f"cannot parse PSF {s!r}") from None
         if Path(s).suffix.lower() in (".npy", ".csv", ".txt", ".mat"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.errors import CofusionWarning
 from napari_cofusion.core.io import is_cube_path, read_cubes, write_cube
+from napari_cofusion.gui.layers import show_warning
 from napari_cofusion.samples import cave_pair, houston_pair
 
 
@@ -24,12 +27,21 @@ def get_reader(path: "str | list[str]") -> Callable[..., list] | None:
 
 
 def read_layers(path: "str | list[str]") -> list[tuple]:
-    """Every cube in the path(s) as image layers with wavelengths in the metadata (rgb=False)."""
+    """Every cube in the path(s) as image layers with wavelengths in the metadata (rgb=False).
+    What the readers changed on the way in (values clipped, with the count) is shown as a
+    notification, and kept in the layer's metadata (``clipped``)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers = []
     for p in paths:
-        for cube in read_cubes(p):
-            layers.append(cube.to_layer_data())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CofusionWarning)
+            cubes = read_cubes(p)
+        for w in caught:
+            if issubclass(w.category, CofusionWarning):
+                show_warning(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        layers += [cube.to_layer_data() for cube in cubes]
     return layers
 
 

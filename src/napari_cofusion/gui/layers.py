@@ -12,7 +12,7 @@ from napari_cofusion.core.errors import CubeError
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["cube_layers", "layer_cube", "add_cube", "show_error", "show_info", "layer_wavelengths"]
+__all__ = ["cube_layers", "layer_cube", "add_cube", "show_error", "show_warning", "show_info", "layer_wavelengths"]
 
 
 def cube_layers(viewer: "napari.Viewer") -> list:
@@ -52,6 +52,12 @@ def add_cube(viewer: "napari.Viewer", cube: Cube, **kwargs):
 
 def show_error(message: str) -> None:
     from napari.utils.notifications import show_error as _show
+
+    _show(message)
+
+
+def show_warning(message: str) -> None:
+    from napari.utils.notifications import show_warning as _show
 
     _show(message)
 
