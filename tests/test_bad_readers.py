@@ -133,3 +133,16 @@ def test_everything_the_project_writes_reads_back(c, h, w, suffix, with_wl):
         np.testing.assert_array_equal(back.data, cube.data)
         if with_wl:
             np.testing.assert_allclose(back.wavelengths, cube.wavelengths)
+
+
+def test_the_napari_reader_shows_what_it_clipped(tmp_path, monkeypatch):
+    import napari_cofusion.gui.adapters as adapters
+
+    shown = []
+    monkeypatch.setattr(adapters, "show_warning", shown.append)
+    data = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    data[0, :2] = -0.2
+    np.save(tmp_path / "neg.npy", data)
+    (layer,) = adapters.read_layers(str(tmp_path / "neg.npy"))
+    assert len(shown) == 1 and "32 values below 0" in shown[0]
+    assert layer[1]["metadata"]["clipped"] == 32 and layer[1]["rgb"] is False
