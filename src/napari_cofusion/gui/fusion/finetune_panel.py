@@ -19,7 +19,7 @@ from napari_cofusion.gui.fusion.plots import DegradationPlot, LossPlot
 from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.gui.fusion.weights_combo import W_SESSION, WeightsCombo
-from napari_cofusion.gui.layers import layer_cube, show_info
+from napari_cofusion.gui.layers import show_info
 from napari_cofusion.jobs import estimate_job
 from napari_cofusion.learn import selfsup
 from napari_cofusion.learn import weights as wmod
@@ -104,17 +104,10 @@ class FinetunePanel(QGroupBox):
     def estimate_degradations(self) -> Any:
         """Estimate the pair's PSF and SRF (or apply the chosen presets) in a worker; the result is
         shown in the plot under the button and reused by the next scene-only fine-tune."""
-        state = self.state
-        if state.busy:
+        cubes = self.state.pair_cubes()
+        if cubes is None:
             return None
-        if not state.pair_valid:
-            state.fail(state.no_pair_reason)
-            return None
-        try:
-            lr, msi = layer_cube(state.pair.lr), layer_cube(state.pair.msi)
-        except CofusionError as exc:
-            state.fail(str(exc))
-            return None
+        lr, msi = cubes
         psf, srf = self._degradation_choice()
         return self.runner.start(estimate_job(lr, msi, psf, srf), JobKind.ESTIMATE, "PSF / SRF estimation", 1,
                                  context=self._degradation_key(psf, srf))

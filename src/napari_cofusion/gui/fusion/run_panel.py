@@ -13,7 +13,7 @@ from napari_cofusion.core.errors import CofusionError
 from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.gui.fusion.weights_combo import WeightsCombo
-from napari_cofusion.gui.layers import add_cube, layer_cube
+from napari_cofusion.gui.layers import add_cube
 from napari_cofusion.jobs import fusion_job
 from napari_cofusion.learn.device import available_devices
 from napari_cofusion.learn.start import SHIPPED
@@ -99,15 +99,13 @@ class RunPanel(QGroupBox):
     def run_fusion(self) -> Any:
         """Fuse the selected pair with the selected method in a worker; returns the worker (or None)."""
         state = self.state
-        if state.busy:
+        cubes = state.pair_cubes()
+        if cubes is None:
             return None
-        if not state.pair_valid:
-            state.fail(state.no_pair_reason)
-            return None
+        lr, msi = cubes
         method = self.method_combo.currentText()
         try:
             lr_layer, msi_layer = state.pair.lr, state.pair.msi
-            lr, msi = layer_cube(lr_layer), layer_cube(msi_layer)
             options: dict[str, Any] = {"consistency": self.consistency_combo.currentText()}
             meta: dict[str, Any] = {"inputs": [lr_layer.name, msi_layer.name]}
             if api.get_method(method).needs_weights:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QPushButton, QSpinBox, QWidget
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QPushButton, QWidget
 
 from napari_cofusion.core.errors import CofusionError, CubeError
 from napari_cofusion.core.srf import srf_presets
@@ -26,30 +27,25 @@ class SimulatePanel(QGroupBox):
         self.state = state
         f = QFormLayout(self)
         self.sim_ref_combo = LayerCombo(viewer)
-        self.scale_spin = QSpinBox()
-        self.scale_spin.setRange(2, 64)
-        self.scale_spin.setValue(4)
-        self.psf_combo = QComboBox()
-        self.psf_combo.addItems(["weak", "wald"])
-        self.srf_combo = QComboBox()
-        self.srf_combo.addItems(srf_presets())
-        self.snr_spin = QDoubleSpinBox()
-        self.snr_spin.setRange(0.0, 100.0)
-        self.snr_spin.setSingleStep(5.0)
+        # the recipe is a plain form: magicgui builds it (and its labels); the panel reads its values
+        self.form = Container(widgets=[
+            SpinBox(name="scale", label="Scale", min=2, max=64, value=4),
+            ComboBox(name="psf", label="PSF", choices=["weak", "wald"], value="weak"),
+            ComboBox(name="srf", label="SRF", choices=srf_presets(), value=srf_presets()[0]),
+            FloatSpinBox(name="snr", label="SNR", min=0.0, max=100.0, step=5.0, value=0.0,
+                         tooltip="noise added to both images, as a signal-to-noise ratio; 0: no noise"),
+        ], labels=True)
+        self.form.margins = (0, 0, 0, 0)
+        self.scale_spin, self.psf_combo = self.form.scale.native, self.form.psf.native
+        self.srf_combo, self.snr_spin = self.form.srf.native, self.form.snr.native
         self.snr_spin.setSuffix(" dB")
         self.snr_spin.setSpecialValueText("no noise")
         self.simulate_button = QPushButton("Simulate pair")
         self.simulate_button.clicked.connect(lambda: self.simulate())
         f.addRow("Reference", self.sim_ref_combo)
-        f.addRow("Scale", self.scale_spin)
-        f.addRow("PSF", self.psf_combo)
-        f.addRow("SRF", self.srf_combo)
-        f.addRow("SNR", self.snr_spin)
+        f.addRow(self.form.native)
         f.addRow(self.simulate_button)
-        self.scale_spin.valueChanged.connect(self._settings_changed)
-        self.psf_combo.currentTextChanged.connect(self._settings_changed)
-        self.srf_combo.currentTextChanged.connect(self._settings_changed)
-        self.snr_spin.valueChanged.connect(self._settings_changed)
+        self.form.changed.connect(self._settings_changed)
         state.events.busy.connect(lambda busy: self.simulate_button.setEnabled(not busy))
         self._settings_changed()
         self._watcher = LayerListWatcher(viewer, self.refresh)
@@ -57,9 +53,9 @@ class SimulatePanel(QGroupBox):
 
     def settings(self) -> dict[str, Any]:
         """The ``simulate_pair`` keyword arguments the panel shows."""
-        snr = float(self.snr_spin.value()) or None
-        return {"scale": int(self.scale_spin.value()), "psf": self.psf_combo.currentText(),
-                "srf": self.srf_combo.currentText(), "snr_db": snr, "seed": 0 if snr else None}
+        v = self.form.asdict()
+        snr = float(v["snr"]) or None
+        return {"scale": int(v["scale"]), "psf": v["psf"], "srf": v["srf"], "snr_db": snr, "seed": 0 if snr else None}
 
     def _settings_changed(self, *_: Any) -> None:
         self.state.simulate_settings = self.settings()

@@ -96,6 +96,23 @@ class FusionState:
             self.pair_note = check.note
             self.pair_problem = check.problem
 
+    def pair_cubes(self) -> tuple[Any, Any] | None:
+        """The selected pair as (LRHSI, HRMSI) cubes for a job about to start; None, with the
+        reason shown as the error, when a job is running or the pair cannot be used."""
+        from napari_cofusion.core.errors import CofusionError
+        from napari_cofusion.gui.layers import layer_cube
+
+        if self.busy:
+            return None
+        if not self.pair_valid:
+            self.fail(self.no_pair_reason)
+            return None
+        try:
+            return layer_cube(self.pair.lr), layer_cube(self.pair.msi)
+        except CofusionError as exc:
+            self.fail(str(exc))
+            return None
+
     def fail(self, message: str) -> None:
         """Show ``message`` as the error (emitted even when it repeats the last one)."""
         self.error = ""
