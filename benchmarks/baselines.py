@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["bicubic", "glp-hs"])
     a = ap.parse_args()
     rows: dict[str, list[dict]] = {m: [] for m in a.methods}
-    print(f"| scene | method | PSNR | SSIM | SAM (°) | ERGAS | time (s) |")
+    print("| scene | method | PSNR | SSIM | SAM (°) | ERGAS | time (s) |")
     print("|---|---|---|---|---|---|---|")
     for scene in VALIDATION:
         ref = read_cube(Path(a.data) / "cave" / f"{scene}_ms")

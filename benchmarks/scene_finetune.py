@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from napari_cofusion.core import metrics
 from napari_cofusion.core.io import read_cube

@@ -102,7 +102,7 @@ def test_train_cli_writes_weights_that_fuse(tmp_path, shared_data, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
 def test_cuda_without_a_gpu_is_a_clear_error(scenes, shared_data, tmp_path, capsys):
-    from napari_cofusion.core.errors import CubeError, DeviceError
+    from napari_cofusion.core.errors import DeviceError
 
     tr, va = scenes
     model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))
