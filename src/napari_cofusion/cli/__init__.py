@@ -170,7 +170,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    """Simulate a pair from the bundled CAVE crop, fuse it with every classical method, print metrics."""
+    """Simulate a pair from the bundled CAVE crop, fuse it with the classical methods and CoFusion
+    (the shipped weights), print the metrics."""
     from napari_cofusion.api import fuse, simulate_pair
     from napari_cofusion.core import metrics
     from napari_cofusion.samples import bundled_reference
@@ -378,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="simulate a pair from the bundled CAVE crop, fuse it, print the metrics")
     d.add_argument("--protocol", default="cave-x4", choices=protocols)
-    d.add_argument("--methods", nargs="+", default=["bicubic", "glp-hs"])
+    d.add_argument("--methods", nargs="+", default=["bicubic", "glp-hs", "cofusion"],
+                   help="methods to run (default: the classical ones and CoFusion with the shipped weights)")
     d.set_defaults(func=_cmd_demo)
 
     es = sub.add_parser("estimate", help="estimate the PSF (Gaussian sigma, phase) and the SRF from an LRHSI/HRMSI pair")
@@ -411,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("files", nargs="*", help="cubes to open through the plugin's readers (default: the sample)")
     g.add_argument("--sample", default="cave_pair", choices=["cave_pair", "houston_pair", "none"],
                    help="sample to load when no files are given")
-    g.add_argument("--fuse", default=None, metavar="METHOD", help="run this fusion method on the pair at once")
+    g.add_argument("--fuse", nargs="+", default=None, metavar="METHOD",
+                   help="run these fusion methods on the pair at once, one after the other (the last is shown)")
     g.add_argument("--screenshot", default=None, metavar="PNG",
                    help="save a screenshot of the window and quit (headless check under Xvfb)")
     g.set_defaults(func=_cmd_gui)

@@ -24,7 +24,7 @@ def open_viewer(files: Sequence[str] = (), sample: str | None = "cave_pair", fus
                 show: bool = True):
     """A napari viewer with the widgets docked and ``files`` (through the plugin's readers) or the
     ``sample`` loaded; with ``fuse_method`` the Fusion widget runs that method on the pair at once
-    (synchronously). Returns ``(viewer, {name: widget})``."""
+    (synchronously; several methods one after the other). Returns ``(viewer, {name: widget})``."""
     import napari
 
     if sample is not None and sample not in SAMPLES:
@@ -48,8 +48,9 @@ def open_viewer(files: Sequence[str] = (), sample: str | None = "cave_pair", fus
     fusion = widgets["Fusion"]
     from qtpy.QtWidgets import QApplication
 
-    if fuse_method:
-        fusion.method_combo.setCurrentText(fuse_method)
+    methods = [fuse_method] if isinstance(fuse_method, str) else list(fuse_method or [])
+    for method in methods:  # one after the other; the last result is shown
+        fusion.method_combo.setCurrentText(method)
         worker = fusion.run_fusion()
         if worker is not None:
             import time
@@ -57,8 +58,8 @@ def open_viewer(files: Sequence[str] = (), sample: str | None = "cave_pair", fus
             while fusion.worker is not None:  # wait, keeping the event loop alive
                 QApplication.processEvents()
                 time.sleep(0.02)
-        if fusion.last_result_layer is not None:
-            tour(viewer, widgets, fusion.last_result_layer)
+    if methods and fusion.last_result_layer is not None:
+        tour(viewer, widgets, fusion.last_result_layer)
     QApplication.processEvents()
     docks["Fusion"].raise_()  # the tab a user starts from
     viewer.window._qt_window.resizeDocks([docks["Spectra"]], [360], Qt.Orientation.Vertical)
