@@ -47,7 +47,8 @@ def houston_fused():
 def _cave_viewer(make_napari_viewer, fused=None, **kwargs):
     viewer = make_napari_viewer(**kwargs)
     viewer.open_sample(PLUGIN, "cave_pair")
-    assert [l.name for l in viewer.layers] == [REF, MSI, LR]
+    # the 3-band MSI also opens as its true-colour composite (gui.scene): the cubes are the three
+    assert [l.name for l in viewer.layers if not l.rgb] == [REF, MSI, LR]
     if fused is not None:
         from napari_cofusion.gui.layers import add_cube
 
@@ -282,7 +283,8 @@ def test_spectra_click_pin_export(make_napari_viewer, cave_fused, tmp_path):
         np.testing.assert_array_equal(s.values, viewer.layers[s.layer].data[:, s.row, s.col])
     assert len(w.lines) == 4
     labels = [t.get_text() for t in w.plot.axes.get_legend().get_texts()]
-    assert labels == [f"{REF} (40, 50)", f"{MSI} (40, 50)", f"{LR} (10, 12)", f"{FUSED} (40, 50)"]
+    # the LR curve is labelled with its own (LR) pixel
+    assert labels == [f"{REF} (40, 50)", f"{MSI} (40, 50)", f"{LR} (LR px 10, 12)", f"{FUSED} (40, 50)"]
     np.testing.assert_allclose(w.lines[2].get_xdata(), viewer.layers[LR].metadata["wavelengths"])
     np.testing.assert_array_equal(w.lines[2].get_ydata(), viewer.layers[LR].data[:, 10, 12])
     assert w.plot.axes.get_xlabel() == "wavelength (nm)"
@@ -294,7 +296,9 @@ def test_spectra_click_pin_export(make_napari_viewer, cave_fused, tmp_path):
     assert len(sets) == 2 and all(s.pinned for s in sets[0]) and not any(s.pinned for s in sets[1])
     assert {s.layer: (s.row, s.col) for s in sets[1]}[LR] == (25, 1)
     assert len(w.lines) == 8
-    assert [l.get_linestyle() for l in w.lines] == ["--"] * 4 + ["-"] * 4
+    # hyperspectral curves: dashed (pinned) then solid; the 3-band HRMSI: points without a line
+    assert [l.get_linestyle() for i, l in enumerate(w.lines) if i % 4 != 1] == ["--"] * 3 + ["-"] * 3
+    assert [l.get_linestyle() for i, l in enumerate(w.lines) if i % 4 == 1] == ["None", "None"]
     # a click outside the image changes nothing
     assert w.show_spectra_at((0, 500, 7)) == [] and len(w.curve_sets()) == 2
 
@@ -303,7 +307,8 @@ def test_spectra_click_pin_export(make_napari_viewer, cave_fused, tmp_path):
     w.export_csv(path)
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["layer", "row", "col", "pinned", "wavelength_nm", "value"]
+    assert list(rows[0]) == ["layer", "row", "col", "pinned", "wavelength_nm", "value", "std", "n_pixels", "kind",
+                             "label"]
     assert len(rows) == 2 * (31 + 3 + 31 + 31)
     lr_rows = [r for r in rows if r["layer"] == LR and r["pinned"] == "True"]
     assert [(int(r["row"]), int(r["col"])) for r in lr_rows] == [(10, 12)] * 31
@@ -327,7 +332,7 @@ def test_spectra_with_layer_scale(make_napari_viewer, cave_fused):
     viewer = _cave_viewer(make_napari_viewer, cave_fused)
     for layer in viewer.layers:
         s = 8.0 if layer.name == LR else 2.0
-        layer.scale = (1.0, s, s)
+        layer.scale = (1.0, s, s)[-layer.ndim:]  # the MSI's true-colour composite is 2-D
     w = SpectraWidget(viewer)
     spectra = w.show_spectra_at((0, 80.4, 99.8))
     assert {s.layer: (s.row, s.col) for s in spectra} == {REF: (40, 50), MSI: (40, 50), FUSED: (40, 50), LR: (10, 12)}

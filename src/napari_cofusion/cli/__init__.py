@@ -222,7 +222,7 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_cofusion.core.io import read_cube, write_json
-    from napari_cofusion.degrade.estimate import estimate_degradation
+    from napari_cofusion.degrade.estimate import estimate_degradation, estimate_doubts
 
     if a.out:
         _check_out(a.out, a.overwrite)
@@ -234,6 +234,8 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
         _print_json(deg.to_json())
         return 0
     print(deg.describe())
+    for reason in estimate_doubts(deg):
+        print(f"warning: {reason}")
     np.set_printoptions(precision=4, suppress=True, linewidth=120)
     print("SRF (rows: MSI bands, columns: HS bands):")
     print(deg.srf)

@@ -22,13 +22,16 @@ from napari_cofusion.core.errors import CubeError
 
 __all__ = [
     "TRUE_COLOUR_NM", "TRUE_COLOUR_COVERAGE_NM", "nearest_band", "covers_true_colour",
-    "default_rgb_bands", "check_bands", "percentile_stretch", "composite",
+    "default_rgb_bands", "check_bands", "percentile_stretch", "composite", "true_colour_bands", "VISIBLE_NM",
+    "percentile_limits", "band_label",
 ]
 
 #: Band centres (nm) used for red, green and blue in a true-colour composite.
 TRUE_COLOUR_NM = (640.0, 550.0, 460.0)
 #: The wavelength interval a cube must span for a true-colour default.
 TRUE_COLOUR_COVERAGE_NM = (450.0, 650.0)
+#: Band centres inside this interval (nm) count as visible colours for :func:`true_colour_bands`.
+VISIBLE_NM = (380.0, 720.0)
 
 
 def _wavelengths(wavelengths: Any, n_bands: int) -> np.ndarray | None:
@@ -113,3 +116,57 @@ def composite(cube: Any, bands: Sequence[int], low: float = 1.0, high: float = 9
         raise CubeError(f"a colour composite needs a (bands, rows, columns) cube, got shape {data.shape}")
     r, g, b = check_bands(bands, data.shape[0])
     return np.stack([percentile_stretch(data[i], low, high) for i in (r, g, b)], axis=-1)
+
+
+def true_colour_bands(n_bands: int, wavelengths: Any = None) -> tuple[int, int, int] | None:
+    """(red, green, blue) bands that show a multispectral image (3 or 4 bands: RGB, RGB+NIR) in
+    true colour, when the band centres are known: of the bands inside the visible (380–720 nm),
+    the three there are from the longest wavelength to the shortest, or with four the ones nearest
+    640 / 550 / 460 nm (when they differ); None otherwise (wavelengths unknown, a hyperspectral
+    cube, fewer than three visible bands)."""
+    n = int(n_bands)
+    w = _wavelengths(wavelengths, n)
+    if w is None or not 3 <= n <= 4:
+        return None
+    lo, hi = VISIBLE_NM
+    visible = [i for i in range(n) if lo <= w[i] <= hi]
+    if len(visible) == 3:
+        r, g, b = sorted(visible, key=lambda i: -w[i])
+    elif len(visible) == 4:
+        r, g, b = (nearest_band(w, nm) for nm in TRUE_COLOUR_NM)
+    else:
+        return None
+    if not w[r] > w[g] > w[b]:
+        return None
+    return int(r), int(g), int(b)
+
+
+def percentile_limits(data: Any, low: float = 1.0, high: float = 99.0, max_samples: int = 1_000_000
+                      ) -> tuple[float, float]:
+    """Contrast limits of a cube or image: its ``low`` and ``high`` percentiles (NaN ignored),
+    on a regular subsample of at most about ``max_samples`` values (lazy arrays are read only
+    there); a flat or empty image gets (v, v + 1e-6), never an empty range."""
+    shape = tuple(int(n) for n in getattr(data, "shape", np.shape(data)))
+    if len(shape) >= 2:
+        n = int(np.prod(shape))
+        step = max(1, int(np.ceil(np.sqrt(n / max(1, max_samples)))))
+        sample = np.asarray(data[(Ellipsis, slice(None, None, step), slice(None, None, step))], dtype=np.float64)
+    else:
+        sample = np.asarray(data, dtype=np.float64)
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    if not hi > lo:
+        hi = lo + 1e-6
+    return lo, hi
+
+
+def band_label(index: int, wavelengths: Any = None) -> str:
+    """The band slider's label for band ``index``: ``"λ 550 nm"`` where the band centre is known,
+    else ``"band 5"``."""
+    i = int(index)
+    w = None if wavelengths is None else np.asarray(wavelengths, dtype=np.float64).ravel()
+    if w is not None and 0 <= i < w.size and np.isfinite(w[i]):
+        return f"λ {w[i]:.4g} nm"
+    return f"band {i}"

@@ -33,9 +33,16 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.simulate import PSF, infer_scale
 
-__all__ = ["Degradation", "estimate_degradation", "fit_srf", "srf_residual"]
+__all__ = ["Degradation", "estimate_degradation", "estimate_doubts", "fit_srf", "srf_residual", "DOUBTFUL_RESIDUAL",
+           "EDGE_FRACTION"]
 
 MAX_PIXELS = 20000  # LR pixels used by the fits (a fixed, evenly spaced subset beyond this)
+#: a fit residual above this makes an estimate doubtful: simulated pairs fit to ~1e-7 (noise-free)
+#: and ~1e-2 (40 dB SNR), the real Houston 2018 pair 0.23; a PSF stuck at the end of its range
+#: on a pair that does not follow the model gave 0.38
+DOUBTFUL_RESIDUAL = 0.1
+#: a sigma within this fraction (in log scale, of the search range) of either end is "at the edge"
+EDGE_FRACTION = 0.03
 
 
 @dataclass
@@ -230,7 +237,7 @@ def estimate_degradation(
             table[i, j] = fit(_gaussian(float(sg)), ph)[1]
     i, j = np.unravel_index(int(np.argmin(table)), table.shape)
     ph = phases[i]
-    search = {"phases": phases, "sigmas": grid.tolist(), "residuals": table.tolist()}
+    search = {"phases": phases, "sigmas": grid.tolist(), "residuals": table.tolist(), "range": [float(lo), float(hi)]}
     # golden-section refinement of sigma between the grid neighbours
     a, b = grid[max(j - 1, 0)], grid[min(j + 1, grid.size - 1)]
     g = (math.sqrt(5) - 1) / 2
@@ -259,3 +266,25 @@ def estimate_degradation(
         psf_json = {"kind": "array", "kernel_values": kernel.tolist()}
     return Degradation(s, ph, kernel, R, psf_json, sigma, res, psf_estimated=True, srf_estimated=R_fixed is None,
                        srf_name=srf_name, hs_wavelengths=wl, search=search)
+
+
+def estimate_doubts(deg: Degradation) -> list[str]:
+    """Why the estimate ``deg`` should not be trusted (empty when nothing is wrong), in words a user
+    can act on: a Gaussian sigma at either end of its search range (the true blur may lie outside
+    it, or the pair does not follow the blur-and-decimate model), and a large fit residual (above
+    :data:`DOUBTFUL_RESIDUAL`: the PSF and a linear SRF do not explain the pair, e.g. misregistered
+    images, different scenes or a non-linear sensor)."""
+    reasons: list[str] = []
+    rng = deg.search.get("range") if deg.psf_estimated else None
+    if rng and deg.sigma is not None and rng[0] > 0 and rng[1] > rng[0]:
+        lo, hi = math.log(rng[0]), math.log(rng[1])
+        pos = (math.log(max(deg.sigma, 1e-12)) - lo) / (hi - lo)
+        if pos <= EDGE_FRACTION or pos >= 1 - EDGE_FRACTION:
+            end = "lower" if pos <= EDGE_FRACTION else "upper"
+            reasons.append(f"the PSF sigma {deg.sigma:.3f} px is at the {end} end of its search range "
+                           f"({rng[0]:.2f}–{rng[1]:.2f} px): the blur may be outside it; try a preset PSF")
+    if np.isfinite(deg.residual) and deg.residual > DOUBTFUL_RESIDUAL:
+        reasons.append(f"the fit residual {deg.residual:.3f} is large (above {DOUBTFUL_RESIDUAL:g}): the PSF and a "
+                       "linear SRF do not explain the pair well (misregistered images, different scenes or "
+                       "a sensor the model does not fit); check the pair before relying on the estimate")
+    return reasons

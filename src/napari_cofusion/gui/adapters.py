@@ -10,6 +10,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CofusionWarning
 from napari_cofusion.core.io import is_cube_path, read_cubes, write_cube
 from napari_cofusion.gui.layers import show_warning
+from napari_cofusion.gui.scene import install_current
 from napari_cofusion.samples import cave_pair, houston_pair
 
 
@@ -29,8 +30,12 @@ def get_reader(path: "str | list[str]") -> Callable[..., list] | None:
 def read_layers(path: "str | list[str]") -> list[tuple]:
     """Every cube in the path(s) as image layers with wavelengths in the metadata (rgb=False).
     What the readers changed on the way in (values clipped, with the count) is shown as a
-    notification, and kept in the layer's metadata (``clipped``)."""
+    notification, and kept in the layer's metadata (``clipped``). The first read also makes the
+    plugin napari's reader on drag-and-drop for *.hdr, *.tif, *.tiff, *.mat, *.npy and *.npz where
+    the user has no preference yet (:func:`napari_cofusion.gui.scene.prefer_plugin_reader`), and
+    the current viewer places the new layers in one world frame (:mod:`napari_cofusion.gui.scene`)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
+    install_current()  # the current viewer places the new layers in one frame (gui.scene)
     layers = []
     for p in paths:
         with warnings.catch_warnings(record=True) as caught:
@@ -67,9 +72,11 @@ def write_npy(path: str, data: Any, meta: dict) -> list[str]:
 
 def cave_pair_sample() -> list[tuple]:
     lr, msi, ref = cave_pair("cave-x4")
+    install_current()
     return [ref.to_layer_data(), msi.to_layer_data(), lr.to_layer_data()]
 
 
 def houston_pair_sample() -> list[tuple]:
     hs, rgb = houston_pair()
+    install_current()
     return [rgb.to_layer_data(), hs.to_layer_data()]

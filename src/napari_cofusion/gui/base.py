@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import matplotlib.style as mplstyle
 from napari_matplotlib.base import BaseNapariMPLWidget
-from qtpy.QtWidgets import QComboBox, QLabel, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QFrame, QGroupBox, QLabel, QScrollArea, QStyle, QVBoxLayout, QWidget
 
 from napari_cofusion.gui.layers import cube_layers, show_error
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["NONE", "PlotPanel", "ErrorLabel", "LayerListWatcher", "refill_combo", "layer_by_name", "same_layer"]
+__all__ = ["NONE", "PlotPanel", "ErrorLabel", "LayerListWatcher", "refill_combo", "layer_by_name", "same_layer",
+           "scrollable", "collapsible"]
 
 #: The combo-box entry meaning "no layer".
 NONE = "(none)"
@@ -174,3 +176,44 @@ class PlotPanel(BaseNapariMPLWidget):
             self._redraw()
         else:
             self.canvas.draw_idle()
+
+
+def scrollable(widget: QWidget) -> QScrollArea:
+    """Move ``widget``'s content (its layout, with the widgets in it) into a vertical scroll area
+    that fills ``widget``, so that a dock needs little height (the window fits small screens) and
+    scrolls when its content is taller. Call it once, at the end of a dock widget's ``__init__``;
+    the widgets keep their attributes and signals. The area is at least as wide as the content
+    (no horizontal scrolling); returns it (also ``widget.scroll_area``)."""
+    content = QWidget()
+    layout = widget.layout()
+    if layout is not None:
+        content.setLayout(layout)  # Qt takes the layout (and reparents its widgets) off ``widget``
+    area = QScrollArea()
+    area.setObjectName("cofusion_scroll_area")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    bar = area.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+    area.setMinimumWidth(content.minimumSizeHint().width() + bar + 2)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    widget.scroll_area = area
+    return area
+
+
+def collapsible(panel: QGroupBox, expanded: bool = True) -> QWidget:
+    """``panel`` (a titled group) inside a superqt ``QCollapsible`` that shows and hides it with a
+    click on its title (the group's title moves to the header)."""
+    from superqt import QCollapsible
+
+    box = QCollapsible(panel.title())
+    panel.setTitle("")
+    box.addWidget(panel)
+    box.setDuration(0)  # no animation: sizes settle at once (tests, slow remote displays)
+    if expanded:
+        box.expand(animate=False)
+    else:
+        box.collapse(animate=False)
+    return box

@@ -64,6 +64,7 @@ def open_viewer(files: Sequence[str] = (), sample: str | None = "cave_pair", fus
     docks["Fusion"].raise_()  # the tab a user starts from
     viewer.window._qt_window.resizeDocks([docks["Spectra"]], [360], Qt.Orientation.Vertical)
     QApplication.processEvents()
+    viewer.reset_view()  # fitted to the scene in the canvas's final size (the layers are placed by gui.scene)
     return viewer, widgets
 
 
@@ -100,7 +101,15 @@ def run(files: Sequence[str] = (), sample: str | None = "cave_pair", fuse_method
         raise CubeError(f"{out.parent}: folder not found")
     viewer, _widgets = open_viewer(files, sample, fuse_method, show=True)
     if out is not None:
-        viewer.window._qt_window.resize(1400, 860)
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QApplication, QDockWidget
+
+        qt_window = viewer.window._qt_window
+        qt_window.resize(1400, 860)
+        # the docks scroll, so they shrink with the window: give the Spectra plot its height back
+        spectra = [d for d in qt_window.findChildren(QDockWidget) if d.windowTitle().startswith("Spectra")]
+        qt_window.resizeDocks(spectra[:1], [320], Qt.Orientation.Vertical)
+        QApplication.processEvents()
         viewer.reset_view()
         viewer.screenshot(str(out), canvas_only=False, flash=False)
         print(f"[gui] {len(viewer.layers)} layers: {', '.join(l.name for l in viewer.layers)}")

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 
 from napari_cofusion.core import display
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.gui.base import ErrorLabel, LayerListWatcher, cube_layer_names, layer_by_name, refill_combo, same_layer
+from napari_cofusion.gui.base import ErrorLabel, LayerListWatcher, cube_layer_names, layer_by_name, refill_combo, same_layer, scrollable
 from napari_cofusion.gui.layers import cube_layers, layer_wavelengths
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,6 +120,7 @@ class PseudoColorWidget(QWidget):
         self._refresh_layers()
         if self.layer_combo.currentText():
             self._on_layer_changed(self.layer_combo.currentText())
+        scrollable(self)  # the dock scrolls instead of growing the window (gui.base)
 
     # ---------------------------------------------------------------- state
     def current_layer(self):

@@ -19,13 +19,13 @@ from qtpy.QtWidgets import (
 from napari_cofusion.core import metrics
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.simulate import PSF, infer_scale
-from napari_cofusion.gui.base import ErrorLabel, LayerListWatcher, PlotPanel, cube_layer_names, layer_by_name, refill_combo, same_layer
+from napari_cofusion.gui.base import ErrorLabel, LayerListWatcher, PlotPanel, cube_layer_names, layer_by_name, refill_combo, same_layer, scrollable
 from napari_cofusion.gui.layers import cube_layers, layer_cube, layer_wavelengths
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["QualityWidget", "sam_layer_name", "FULL_REFERENCE_ROWS", "NO_REFERENCE_ROWS"]
+__all__ = ["QualityWidget", "sam_layer_name", "fused_layers", "FULL_REFERENCE_ROWS", "NO_REFERENCE_ROWS"]
 
 #: (metrics key, table label) in table order.
 FULL_REFERENCE_ROWS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("sam", "SAM (°)"), ("ergas", "ERGAS"),
@@ -36,6 +36,30 @@ PSF_PRESETS = ("weak", "wald")
 
 def sam_layer_name(fused: str, ref: str) -> str:
     return f"SAM {fused} vs {ref}"
+
+
+def fused_layers(viewer: "napari.Viewer") -> list:
+    """The cube layers holding a fusion result (their metadata names the ``method``)."""
+    return [l for l in cube_layers(viewer) if "method" in l.metadata]
+
+
+def _compare(cubes: list, ref, scale: int) -> list[tuple[str, dict[str, float] | str]]:
+    """(layer name, metrics or the reason there are none) per fused cube; runs in a worker."""
+    rows = []
+    for name, z in cubes:
+        if z.shape != ref.shape:
+            rows.append((name, f"shape {z.shape} differs from the reference's {ref.shape}"))
+            continue
+        rows.append((name, dict(metrics.full_reference(z, ref, scale))))
+    return rows
+
+
+def _show_colorbar(layer) -> None:
+    """Show napari's colour bar (napari ≥ 0.5) beside a map layer (SAM in degrees)."""
+    try:
+        layer.colorbar.visible = True
+    except AttributeError:  # an older napari: no colour bars
+        pass
 
 
 class QualityWidget(QWidget):
@@ -82,6 +106,18 @@ class QualityWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setMinimumHeight(150)
         self.plot = PlotPanel(napari_viewer, redraw=self._draw_plot, parent=self)
+        # every fused layer against the reference, side by side (computed in a worker)
+        self.compare_button = QPushButton("Compare all fused layers")
+        self.compare_button.setToolTip("One row per fused layer (metadata with a method) against the chosen reference")
+        self.compare_button.clicked.connect(lambda: self.compare())
+        self.compare_table = QTableWidget(0, 1 + len(FULL_REFERENCE_ROWS))
+        self.compare_table.setHorizontalHeaderLabels(["layer", *(label for _k, label in FULL_REFERENCE_ROWS)])
+        self.compare_table.verticalHeader().setVisible(False)
+        self.compare_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.compare_table.setSortingEnabled(False)
+        self.compare_table.setMinimumHeight(110)
+        self.compare_rows: dict[str, dict[str, float] | str] = {}
+        self.compare_worker = None
 
         form = QFormLayout()
         form.addRow("fused", self.fused_combo)
@@ -99,6 +135,8 @@ class QualityWidget(QWidget):
         lay.addWidget(self.error)
         lay.addWidget(self.sam_label)
         lay.addWidget(self.table)
+        lay.addWidget(self.compare_button)
+        lay.addWidget(self.compare_table)
         lay.addWidget(self.plot, 1)
 
         self.compute_button.clicked.connect(self.compute)
@@ -114,6 +152,7 @@ class QualityWidget(QWidget):
         self._watcher = LayerListWatcher(napari_viewer, self._refresh_layers)
         self._refresh_layers()
         self._draw_plot()
+        scrollable(self)  # the dock scrolls instead of growing the window (gui.base)
 
     # ---------------------------------------------------------------- layer choice
     def _layer(self, combo: QComboBox):
@@ -274,11 +313,70 @@ class QualityWidget(QWidget):
             layer.data = sam_map
             layer.metadata.update(meta)
             layer.contrast_limits = (0.0, hi)
+            _show_colorbar(layer)
             return layer
-        return self.viewer.add_image(
+        layer = self.viewer.add_image(
             sam_map, name=name, colormap="magma", contrast_limits=(0.0, hi), metadata=meta,
             scale=tuple(fused.scale[-2:]), translate=tuple(fused.translate[-2:]),
         )
+        _show_colorbar(layer)
+        return layer
+
+    # ---------------------------------------------------------------- every fused layer
+    def compare(self):
+        """Fill the comparison table: every fused layer against the chosen reference, computed in a
+        worker (the GUI stays responsive); returns the worker (None with a message when it cannot)."""
+        from napari.qt.threading import create_worker
+
+        self.error.clear_message()
+        if self.compare_worker is not None:
+            return None
+        try:
+            ref_layer = self._layer(self.ref_combo)
+            if ref_layer is None:
+                raise CubeError("choose a reference layer to compare the fused layers against")
+            layers = [l for l in fused_layers(self.viewer) if not same_layer(l, ref_layer)]
+            if not layers:
+                raise CubeError("no fused layer to compare: run a fusion in the Fusion dock first")
+            ref = layer_cube(ref_layer)
+            cubes = [(l.name, layer_cube(l)) for l in layers]
+            lr = self._layer(self.lr_combo)
+            s = infer_scale(lr.data.shape, ref.shape) if lr is not None else int(self.scale_spin.value())
+        except CubeError as exc:
+            self.error.show_message(str(exc))
+            return None
+        self.compare_table.setRowCount(0)
+        self.compare_button.setEnabled(False)
+        self.compare_button.setText("Comparing…")
+        worker = create_worker(_compare, cubes, ref, s, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._fill_compare)
+        worker.errored.connect(lambda exc: self.error.show_message(f"could not compare the fused layers: {exc}"))
+        worker.finished.connect(self._compare_finished)
+        self.compare_worker = worker
+        worker.start()
+        return worker
+
+    def _compare_finished(self) -> None:
+        self.compare_worker = None
+        self.compare_button.setEnabled(True)
+        self.compare_button.setText("Compare all fused layers")
+
+    def _fill_compare(self, rows) -> None:
+        self.compare_rows = dict(rows)
+        t = self.compare_table
+        t.setRowCount(len(rows))
+        for i, (name, res) in enumerate(rows):
+            t.setItem(i, 0, QTableWidgetItem(name))
+            for j, (key, _label) in enumerate(FULL_REFERENCE_ROWS, start=1):
+                if isinstance(res, str):
+                    item = QTableWidgetItem("—" if j > 1 else res)
+                else:
+                    v = float(res[key])
+                    item = QTableWidgetItem(f"{v:.4f}" if abs(v) < 1000 else f"{v:.4g}")
+                    item.setData(Qt.ItemDataRole.UserRole, v)
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                t.setItem(i, j, item)
+        t.resizeColumnsToContents()
 
     def _fill_table(self, rows) -> None:
         self.table.setRowCount(len(rows))

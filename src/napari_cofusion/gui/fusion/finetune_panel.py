@@ -5,11 +5,12 @@ weights; the live loss curve and the estimate's plot. The defaults are the scene
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPushButton,
-                            QSpinBox, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                            QPushButton, QSpinBox, QWidget)
 
 from napari_cofusion.core.errors import CofusionError, CubeError
 from napari_cofusion.core.srf import srf_presets
@@ -19,14 +20,33 @@ from napari_cofusion.gui.fusion.plots import DegradationPlot, LossPlot
 from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.gui.fusion.weights_combo import W_SESSION, WeightsCombo
-from napari_cofusion.gui.layers import show_info
-from napari_cofusion.jobs import estimate_job
+from napari_cofusion.gui.layers import show_info, show_warning
+from napari_cofusion.jobs import JobError, JobUpdate, Status, estimate_job
 from napari_cofusion.learn import selfsup
 from napari_cofusion.learn import weights as wmod
 
 __all__ = ["FinetunePanel"]
 
 EST = "estimate from the pair"
+
+
+class _DeferredPlan:
+    """A fine-tune planned in the worker: loading and adapting the starting model took 0.5 s, a
+    freeze of the GUI when done in the click's slot (benchmarks/responsiveness.py). ``plan`` is set
+    once the job has made it."""
+
+    plan: Any = None
+
+    def job(self, make) -> Iterator[JobUpdate]:
+        yield Status("loading the starting model")
+        try:
+            inner, self.plan = make()
+        except CofusionError:
+            raise
+        except Exception as exc:  # a RuntimeError (torch's) would be swallowed by the worker
+            raise JobError(f"{type(exc).__name__}: {exc}") from None
+        yield Status(f"fine-tuning ({self.plan.origin})")
+        return (yield from inner)
 
 
 class FinetunePanel(QGroupBox):
@@ -68,6 +88,10 @@ class FinetunePanel(QGroupBox):
         self.save_button = QPushButton("Save weights…")
         self.save_button.clicked.connect(lambda: self.save_weights())
         self.degradation_plot = DegradationPlot(viewer, state)
+        self.estimate_warning = QLabel()  # why the last estimate is doubtful (degrade.estimate.estimate_doubts)
+        self.estimate_warning.setWordWrap(True)
+        self.estimate_warning.setStyleSheet("color: #e0a030;")
+        self.estimate_warning.setVisible(False)
         self.loss_plot = LossPlot(viewer, state)
         buttons = QHBoxLayout()
         buttons.addWidget(self.finetune_button)
@@ -81,6 +105,7 @@ class FinetunePanel(QGroupBox):
         f.addRow("SRF (no ref.)", self.ft_srf_combo)
         f.addRow(self.estimate_button)
         f.addRow(self.degradation_plot)
+        f.addRow(self.estimate_warning)
         f.addRow(buttons)
         f.addRow(self.loss_plot)
         for name in ("busy", "scale", "finetuned_model"):
@@ -121,6 +146,18 @@ class FinetunePanel(QGroupBox):
             self.state.degradation_key = outcome.context
             self.state.degradation = outcome.result
             self.state.status = outcome.result.describe()
+        self._show_doubts(outcome.result)
+
+    def _show_doubts(self, deg: Any) -> None:
+        """Show (and notify once) why the estimate ``deg`` is doubtful; hide the warning when it is not."""
+        from napari_cofusion.degrade.estimate import estimate_doubts
+
+        reasons = estimate_doubts(deg)
+        text = "; ".join(reasons)
+        self.estimate_warning.setText(f"doubtful estimate: {text}" if text else "")
+        self.estimate_warning.setVisible(bool(text))
+        if text:
+            show_warning(f"doubtful PSF / SRF estimate: {text}")
 
     # ------------------------------------------------------------------ fine-tune
     def start_finetune(self) -> Any:
@@ -135,27 +172,29 @@ class FinetunePanel(QGroupBox):
             choice = self.ft_weights_combo.choice()
             if pair.reference is not None:
                 valid = state.pair_valid
-                job, plan = plans.plan_with_reference(
-                    pair.reference, pair.lr if valid else None, pair.msi if valid else None, state.scale,
-                    state.simulate_settings, cfg, choice, state.device)
+                make = partial(plans.plan_with_reference, pair.reference, pair.lr if valid else None,
+                               pair.msi if valid else None, state.scale, state.simulate_settings, cfg, choice,
+                               state.device)
             else:
                 if not state.pair_valid:
                     raise CubeError(state.no_pair_reason)
                 psf, srf = self._degradation_choice()
                 known = state.degradation if state.degradation_key == self._degradation_key(psf, srf) else None
-                job, plan = plans.plan_scene_only(pair.lr, pair.msi, int(state.scale), psf, srf, cfg, choice,
-                                                  state.device, degradation=known)
+                make = partial(plans.plan_scene_only, pair.lr, pair.msi, int(state.scale), psf, srf, cfg, choice,
+                               state.device, degradation=known)
         except CofusionError as exc:
             state.fail(str(exc))
             return None
         state.reset_loss()
-        state.status = f"fine-tuning ({plan.origin}) for {cfg.steps} steps…"
-        return self.runner.start(job, JobKind.FINETUNE, "CoFusion fine-tuning", cfg.steps, context=plan)
+        state.status = f"fine-tuning for {cfg.steps} steps: loading the starting model…"
+        deferred = _DeferredPlan()
+        return self.runner.start(deferred.job(make), JobKind.FINETUNE, "CoFusion fine-tuning", cfg.steps,
+                                 context=deferred)
 
     def finetune_done(self, outcome: JobOutcome) -> None:
         """A fine-tune ended (finished, cancelled or failed): keep the model when it took a step."""
-        state, plan, last = self.state, outcome.context, self.state.step
-        if outcome.failed or last is None:
+        state, plan, last = self.state, getattr(outcome.context, "plan", outcome.context), self.state.step
+        if outcome.failed or last is None or plan is None:
             if outcome.cancelled and not outcome.failed:
                 state.status = "fine-tuning cancelled before the first step; no model kept"
             return

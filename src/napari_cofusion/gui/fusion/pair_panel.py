@@ -8,6 +8,7 @@ from typing import Any
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QWidget
 
 from napari_cofusion.gui.base import NONE, ErrorLabel, LayerListWatcher
+from napari_cofusion.gui.fusion.agreement import PairAgreement
 from napari_cofusion.gui.fusion.pairing import Pair, guess_pair, layer_key
 from napari_cofusion.gui.fusion.state import FusionState
 from napari_cofusion.gui.layers import cube_layers
@@ -78,11 +79,17 @@ class PairPanel(QGroupBox):
         f.addRow(self.pair_info)
         f.addRow(self.pair_note)
         f.addRow(self.pair_message)
+        self.pair_warning = QLabel()  # the two images disagree (gui.fusion.agreement)
+        self.pair_warning.setWordWrap(True)
+        self.pair_warning.setStyleSheet("color: #e0a030;")
+        self.pair_warning.setVisible(False)
+        f.addRow(self.pair_warning)
         ev = state.events
         ev.pair.connect(self._show_pair)
         ev.pair_info.connect(lambda text: self.pair_info.setText(text))
         ev.pair_note.connect(self._show_note)
         ev.pair_problem.connect(self._show_problem)
+        self.agreement = PairAgreement(state, self._show_warning)
         self._watcher = LayerListWatcher(viewer, self.refresh)
         self.refresh()
 
@@ -115,6 +122,10 @@ class PairPanel(QGroupBox):
     def _show_note(self, note: str) -> None:
         self.pair_note.setText(note)
         self.pair_note.setVisible(bool(note))
+
+    def _show_warning(self, text: str) -> None:
+        self.pair_warning.setText(text)
+        self.pair_warning.setVisible(bool(text))
 
     def _show_problem(self, problem: str) -> None:
         if problem:

@@ -3,23 +3,28 @@ label (the one place user errors are shown, with a napari notification)."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_cofusion.gui.base import ErrorLabel
 from napari_cofusion.gui.fusion.state import FusionState
 
-__all__ = ["ProgressPanel"]
+__all__ = ["ProgressPanel", "REPEAT_QUIET_S"]
+
+#: the same error again within this many seconds updates the label but is not toasted again
+REPEAT_QUIET_S = 10.0
 
 
-class ProgressPanel(QWidget):
+class ProgressPanel(QGroupBox):
     """Follows ``state.progress``, ``status``, ``error`` and ``busy``; Cancel calls ``cancel``."""
 
     def __init__(self, state: FusionState, cancel: Callable[[], None], parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__("Progress", parent)
         self.state = state
+        self._last_toast: tuple[str, float] = ("", float("-inf"))  # (message, monotonic time)
         self.progress_bar = QProgressBar()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(lambda: cancel())
@@ -52,6 +57,11 @@ class ProgressPanel(QWidget):
 
     def _show_error(self, message: str) -> None:
         if message:
-            self.error_label.show_message(message)  # and a napari notification
+            last, when = self._last_toast
+            now = time.monotonic()
+            repeat = message == last and now - when < REPEAT_QUIET_S
+            self.error_label.show_message(message, notify=not repeat)  # a napari notification, once
+            if not repeat:
+                self._last_toast = (message, now)
         else:
             self.error_label.clear_message()

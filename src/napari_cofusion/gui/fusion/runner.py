@@ -9,7 +9,9 @@ runs its ``finally``: the model stays usable).
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -17,7 +19,14 @@ from napari_cofusion.core.errors import Cancelled
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.jobs import Heartbeat, JobUpdate, Status, Step, Tiles
 
-__all__ = ["JobOutcome", "JobRunner"]
+__all__ = ["JobOutcome", "JobRunner", "ACTIVITY_INTERVAL_S"]
+
+#: napari's activity bar is updated at most this often (s): its ``setValue`` runs
+#: ``QApplication.processEvents()`` inside our slot (a nested event loop, a stall of its own)
+ACTIVITY_INTERVAL_S = 1.0
+#: whether jobs also appear in napari's activity bar (off by default: the dock shows the progress
+#: itself, and creating napari's bar froze the GUI for 240 ms at each start, benchmarks/responsiveness.py)
+ACTIVITY_BAR = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class JobRunner:
         self.handlers: dict[JobKind, Callable[[JobOutcome], None]] = {}
         self._running: _Running | None = None
         self._pbar = None
+        self._pbar_time = float("-inf")
+        self.activity_bar = ACTIVITY_BAR
 
     def start(self, job: Iterator[JobUpdate], kind: JobKind, desc: str, total: int, context: Any = None) -> Any:
         """Run ``job`` in a worker (None while another job runs); returns the worker."""
@@ -80,6 +91,9 @@ class JobRunner:
             self.state.job = kind
             self.state.busy = True
         self._open_napari_progress(desc, total)
+        # napari's objects go to the permanent generation while the job runs: a full collection then
+        # scans only what is new (one took 290-650 ms, on either thread, a freeze of the GUI)
+        gc.freeze()
         worker.start()
         return worker
 
@@ -128,7 +142,11 @@ class JobRunner:
         if running is None:
             return
         running.failed = True
-        if not isinstance(exc, Cancelled):
+        if isinstance(exc, Cancelled):
+            self.state.status = f"{running.kind.value} cancelled"
+        else:
+            # the status line must not keep saying "fusing…": it says the job failed, the error label why
+            self.state.status = f"{running.kind.value} failed (see the message below)"
             self.state.fail(f"{running.kind.value} failed: {exc}")
 
     def _on_finished(self) -> None:
@@ -147,6 +165,7 @@ class JobRunner:
                 except Exception as exc:  # noqa: BLE001 - never let a slot raise
                     self.state.fail(f"{running.kind.value} ended, but its result could not be used: {exc}")
         self._close_napari_progress()
+        gc.unfreeze()
         self.worker = None
         with self.state.events.paused():
             if self.state.progress[1] == 0:
@@ -156,6 +175,10 @@ class JobRunner:
 
     # ------------------------------------------------------------------ napari's activity bar
     def _open_napari_progress(self, desc: str, total: int) -> None:
+        self._pbar_time = float("-inf")
+        if not self.activity_bar:
+            self._pbar = None
+            return
         try:
             from napari.utils import progress
 
@@ -166,6 +189,10 @@ class JobRunner:
     def _napari_progress(self, done: int, total: int) -> None:
         if self._pbar is None:
             return
+        now = time.monotonic()
+        if done < total and now - self._pbar_time < ACTIVITY_INTERVAL_S:
+            return
+        self._pbar_time = now
         try:
             if self._pbar.total != total:
                 self._pbar.total = total

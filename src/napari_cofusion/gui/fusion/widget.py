@@ -20,6 +20,8 @@ from typing import Any, Iterator, Sequence
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_cofusion.core.errors import CofusionError
+from napari_cofusion.gui import scene
+from napari_cofusion.gui.base import collapsible, scrollable
 from napari_cofusion.gui.fusion.finetune_panel import FinetunePanel
 from napari_cofusion.gui.fusion.pair_panel import PairPanel
 from napari_cofusion.gui.fusion.progress_panel import ProgressPanel
@@ -103,9 +105,12 @@ class FusionWidget(QWidget):
             JobKind.ESTIMATE: self.finetune_panel.estimate_done,
         }
         root = QVBoxLayout(self)
-        for panel in (self.pair_panel, self.simulate_panel, self.run_panel, self.finetune_panel, self.progress_panel):
-            root.addWidget(panel)
+        for panel in (self.pair_panel, self.simulate_panel, self.run_panel, self.finetune_panel):
+            root.addWidget(collapsible(panel, expanded=panel is not self.simulate_panel))
         root.addStretch(1)
+        scrollable(self)  # the groups scroll; Progress (bar, Cancel, status, error) stays in view under them
+        self.layout().addWidget(collapsible(self.progress_panel))
+        scene.install(napari_viewer).follow(self.state)  # the pair placed in one world frame (gui.scene)
 
     # ------------------------------------------------------------------ actions
     def run_fusion(self) -> Any:
