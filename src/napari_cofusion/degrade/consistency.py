@@ -117,7 +117,10 @@ def pair_agreement(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: i
     Houston RGB 0.46 (wald); the Houston HS with its RGB flipped 0.51, rolled by 32 rows 0.47 (by 64 columns
     0.43, not flagged: an urban texture looks alike shifted). Hence 0.45, between the real pair
     and the different scenes; a real pair that fits worse than Houston gets a (harmless) warning."""
-    return float(observation_srf(np.asarray(lr), np.asarray(msi), kernel, int(scale), int(phase))[1])
+    lr, msi = np.asarray(lr), np.asarray(msi)
+    if lr.ndim != 3 or msi.ndim != 3 or msi.shape[-2] != lr.shape[-2] * scale or msi.shape[-1] != lr.shape[-1] * scale:
+        return float("nan")  # not a pair at this scale: nothing to compare
+    return float(observation_srf(lr, msi, kernel, int(scale), int(phase))[1])
 
 
 def _lr_op(x: torch.Tensor, kernel: np.ndarray, scale: int, phase: int, hw: tuple[int, int]) -> torch.Tensor:

@@ -69,11 +69,12 @@ def open_viewer(files: Sequence[str] = (), sample: str | None = "cave_pair", fus
 
 
 def tour(viewer, widgets: dict, fused) -> None:
-    """Show what the widgets do on a fused result: its pseudo-colour composite, the SAM map and
-    metrics against the reference (or QNR without one), and spectra at two pixels (one pinned);
-    the cube layers are hidden and the composite and SAM map laid out side by side."""
+    """Show what the widgets do on a fused result, in the one world frame of the pair: the fused
+    cube's pseudo-colour composite with the LRHSI overlaid half-transparent at its place (scale and
+    phase), the SAM map and metrics against the reference (or QNR without one), spectra at two
+    pixels (one pinned, both marked) and the mean ± std spectra of a rectangular ROI."""
     pc, quality, spectra = widgets["Pseudo-colour"], widgets["Quality (SAM map, PSNR, QNR)"], widgets["Spectra"]
-    cubes = [l for l in viewer.layers]
+    cubes = [layer for layer in viewer.layers if getattr(layer, "rgb", False) is False]
     pc.layer_combo.setCurrentText(fused.name)
     pc.show_composite()
     quality.fused_combo.setCurrentText(fused.name)
@@ -82,9 +83,19 @@ def tour(viewer, widgets: dict, fused) -> None:
     spectra.show_spectra_at((0, h // 3, w // 3))
     spectra.pin()
     spectra.show_spectra_at((0, (2 * h) // 3, (2 * w) // 3))
-    for layer in cubes:
+    y0, x0 = h // 2, w // 8
+    roi = viewer.add_shapes([[[y0, x0], [y0, x0 + w // 5], [y0 + h // 5, x0 + w // 5], [y0 + h // 5, x0]]],
+                            shape_type="rectangle", name="ROI", edge_color="yellow", face_color="transparent",
+                            edge_width=max(1, h // 128))
+    spectra.roi_spectra(roi)
+    fusion = widgets["Fusion"]
+    lr = fusion.state.pair.lr if fusion.state.pair is not None else None
+    for layer in cubes:  # the cubes (and the SAM map, whose mean the Quality dock shows) hidden ...
         layer.visible = False
-    viewer.grid.enabled = True
+    if lr is not None:  # ... but the LRHSI, half-transparent over the composite: the pair overlays
+        lr.visible, lr.opacity = True, 0.45
+        viewer.layers.move(viewer.layers.index(lr), len(viewer.layers) - 1)
+    viewer.layers.selection.active = roi
     viewer.reset_view()
 
 
@@ -104,16 +115,20 @@ def run(files: Sequence[str] = (), sample: str | None = "cave_pair", fuse_method
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QApplication, QDockWidget
 
+        from superqt.utils._qthreading import WorkerBase
+
         qt_window = viewer.window._qt_window
-        qt_window.resize(1400, 860)
+        qt_window.resize(1500, 980)
         # the docks scroll, so they shrink with the window: give the Spectra plot its height back
         spectra = [d for d in qt_window.findChildren(QDockWidget) if d.windowTitle().startswith("Spectra")]
-        qt_window.resizeDocks(spectra[:1], [320], Qt.Orientation.Vertical)
+        qt_window.resizeDocks(spectra[:1], [560], Qt.Orientation.Vertical)
+        WorkerBase.await_workers(msecs=60_000)  # background checks (pair agreement, metrics) done first
         QApplication.processEvents()
         viewer.reset_view()
         viewer.screenshot(str(out), canvas_only=False, flash=False)
         print(f"[gui] {len(viewer.layers)} layers: {', '.join(l.name for l in viewer.layers)}")
         print(f"[gui] wrote {out}")
+        WorkerBase.await_workers(msecs=60_000)  # none may outlive the window
         viewer.close()
         return 0
     napari.run()

@@ -44,8 +44,16 @@ class PairAgreement:
         self.worker = None
         self.residual: float | None = None
         self.warning = ""
+        self._closed = False
         state.events.pair.connect(self.check)
         state.events.scale.connect(self.check)
+
+    def close(self) -> None:
+        """Stop following the state; a check still running ends without showing anything (its
+        widget may be gone)."""
+        self._closed = True
+        self.state.events.pair.disconnect(self.check)
+        self.state.events.scale.disconnect(self.check)
 
     def _pair_key(self) -> tuple | None:
         s = self.state
@@ -54,6 +62,8 @@ class PairAgreement:
         return layer_key(s.pair.lr), layer_key(s.pair.msi), int(s.scale), id(s.pair.lr.data), id(s.pair.msi.data)
 
     def check(self, *_: Any) -> None:
+        if self._closed:
+            return
         key = self._pair_key()
         self._key = key
         if key is None:
@@ -75,8 +85,13 @@ class PairAgreement:
             msi = msi[:, : h * int(s.scale), : w * int(s.scale)]
         except Exception:  # noqa: BLE001 - no check rather than an error for a nicety
             return
-        worker = create_worker(pair_agreement, lr, msi, kernel, int(s.scale), phase, _start_thread=False,
-                               _ignore_errors=True)
+        def safe(*args) -> float:  # advisory: a failing check says nothing rather than erroring
+            try:
+                return pair_agreement(*args)
+            except Exception:  # noqa: BLE001
+                return float("nan")
+
+        worker = create_worker(safe, lr, msi, kernel, int(s.scale), phase, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda r, k=key: self._done(k, r))
         worker.finished.connect(lambda w=worker: self._finished(w))
         self.worker = worker
@@ -96,6 +111,8 @@ class PairAgreement:
                 "They may show different scenes or be misplaced: check that you picked the right two layers")
 
     def _done(self, key: tuple, residual: float) -> None:
+        if self._closed:
+            return
         first = key not in self._checked
         self._checked[key] = float(residual)
         if key != self._key:

@@ -134,5 +134,7 @@ class PairPanel(QGroupBox):
             self.pair_message.clear_message()
 
     def detach(self) -> None:
-        """Stop following the viewer's layer list."""
+        """Stop following the viewer's layer list and the pair (a running agreement check ends
+        without touching this panel)."""
         self._watcher.close()
+        self.agreement.close()
