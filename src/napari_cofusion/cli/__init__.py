@@ -23,7 +23,6 @@ stderr; 130 interrupted (Ctrl-C), with one line. Ctrl-C or SIGTERM during the tr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,11 +49,10 @@ def _fmt_metrics(d: dict[str, float]) -> str:
 
 def _print_json(obj: Any) -> None:
     """``--json``: the result as JSON on stdout (numpy values as lists / numbers; NaN and infinities,
-    which JSON does not have, as null)."""
-    from napari_cofusion.core.io.common import json_safe
+    which JSON does not have, as null; anything else as its text)."""
+    from napari_cofusion.core.io.common import json_text
 
-    print(json.dumps(json_safe(obj), indent=2, allow_nan=False,
-                     default=lambda v: json_safe(v.tolist()) if hasattr(v, "tolist") else str(v)))
+    print(json_text(obj, fallback=str))
 
 
 def _norm(v: str) -> Any:

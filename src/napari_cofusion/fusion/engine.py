@@ -5,9 +5,9 @@ data-consistency step. The one entry point Python, the CLI and the GUI use (thro
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from dataclasses import dataclass
-import os
 from typing import Any, Callable
 
 import numpy as np
@@ -34,13 +34,13 @@ def accepted_options(m: FusionMethod) -> set[str]:
 
 def check_options(m: FusionMethod, options: dict[str, Any]) -> None:
     """Refuse options the method would ignore (a typo, or ``weights`` for a classical method)."""
-    unknown = sorted(set(options) - accepted_options(m) - {"lr_cube", "msi_cube"})
+    unknown = sorted(set(options) - accepted_options(m))
     if unknown:
         hint = ""
         if "weights" in unknown or "model" in unknown:
             learned = [x.name for x in iter_methods() if x.needs_weights]
             hint = f"; weights are for the learned methods ({', '.join(learned) or 'none registered'})"
-        takes = sorted(accepted_options(m) - {"lr_cube", "msi_cube"})
+        takes = sorted(accepted_options(m))
         raise CubeError(f"{m.name} does not take {', '.join(unknown)} (it takes: {', '.join(takes) or 'no options'})"
                         + hint)
 
@@ -113,19 +113,18 @@ def fuse(
     if isinstance(ph, bool) or not isinstance(ph, (int, np.integer)) or not 0 <= ph < scale:
         raise CubeError(f"decimation phase {ph!r} must be a whole number in [0, {scale}) at ×{scale}")
     ph = int(ph)
-    kernel = PSF.parse(psf).kernel(scale)
+    psf_obj = PSF.parse(psf)
+    kernel = psf_obj.kernel(scale)
     mode = m.consistency if consistency is None else consistency
     blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
-    sink = _sink(out, lr, msi, method, overwrite)
+    sink = _sink(out, lr.bands, msi.spatial_shape, overwrite)
     t0 = time.perf_counter()
     R, report = decide(lr.data, msi.data, kernel, scale, ph, mode)
     amp = edge_weight(msi.data) if R is not None else None
     terms = np.zeros((2, 4))
-    takes = accepted_options(m)
-    extra = {k: v for k, v in (("lr_cube", lr), ("msi_cube", msi)) if k in takes and len(blocks) == 1}
 
     def step(b: Block, lr_b: np.ndarray, ms_b: np.ndarray) -> np.ndarray:
-        z = m.run(lr_b, ms_b, scale=scale, kernel=kernel, phase=ph, **extra, **options)
+        z = m.run(lr_b, ms_b, scale=scale, kernel=kernel, phase=ph, **options)
         if mode != "off" or consistency is not None:
             z = np.clip(z, 0.0, 1.0)
         if R is not None:
@@ -148,11 +147,11 @@ def fuse(
         report = ConsistencyReport(mode, True, report.fit_residual, "projected", b0, a0, b1, a1)
     rep = report.to_json() if (mode != "off" or consistency is not None) else None
     used = m.provenance(lr, msi, scale, options) if m.provenance is not None else {}
-    meta = {"method": method, "scale": scale, "psf": PSF.parse(psf).to_json(), **used,
+    meta = {"method": method, "scale": scale, "psf": psf_obj.to_json(), **used,
             **({"consistency": rep} if rep else {}), **({"blocks": len(blocks)} if len(blocks) > 1 else {})}
     name, source = f"{method} fused", f"{method}({lr.name}, {msi.name})"
     if out is not None:
-        paths = sink.close(name=name, wavelengths=lr.wavelengths, meta=meta)
+        paths = sink.close(name=name, wavelengths=lr.wavelengths, norm_scale=lr.norm_scale)
         return FusionResult(None, method, scale, secs, rep, len(blocks), paths, meta)
     cube = Cube(sink.data, wavelengths=lr.wavelengths, norm_scale=lr.norm_scale, name=name, source=source, meta=meta)
     return FusionResult(cube=cube, method=method, scale=scale, seconds=secs, consistency=rep, blocks=len(blocks),
@@ -167,17 +166,15 @@ def _plan(m: FusionMethod, lr: Cube, msi: Cube, scale: int, kernel: np.ndarray, 
     margin = max(reach, (overlap or 0) // 2)
     bpp = (m.bytes_per_pixel or _DEFAULT_BYTES_PER_PIXEL)(lr.bands, msi.bands)
     if tile is None:
-        whole = Block(0, H, 0, W, 0, H, 0, W)
         if H * W * bpp <= memory_budget():
-            return [whole]
+            return [Block(0, H, 0, W, 0, H, 0, W)]
         tile = block_side(bpp, scale, margin)
-    blocks = plan_blocks(H, W, tile, margin, scale)
-    return blocks
+    return plan_blocks(H, W, tile, margin, scale)
 
 
-def _sink(out: "str | os.PathLike | None", lr: Cube, msi: Cube, method: str, overwrite: bool):
+def _sink(out: "str | os.PathLike | None", bands: int, hw: tuple[int, int], overwrite: bool):
     if out is None:
-        return ArraySink(lr.bands, *msi.spatial_shape)
+        return ArraySink(bands, *hw)
     from napari_cofusion.core.io.envi import EnviSink
 
-    return EnviSink(out, lr.bands, *msi.spatial_shape, overwrite=overwrite)
+    return EnviSink(out, bands, *hw, overwrite=overwrite)

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from napari_cofusion.core.errors import CofusionWarning, CubeError, WeightsError
-from napari_cofusion.core.io.common import check_target, json_safe, new_files
+from napari_cofusion.core.io.common import check_target, json_text, new_files
 from napari_cofusion.learn.models import ARCHITECTURES, build_model, check_card
 
 __all__ = ["make_card", "save_weights", "check_weights_target", "weights_paths", "rescue_dir", "load_weights", "shipped_weights_dir", "list_weights", "find_weights", "resolve_weights", "read_card"]
@@ -75,7 +75,7 @@ def rescue_dir() -> Path:
 
 
 def _write_pair(p: Path, card_path: Path, state: dict, card: dict, overwrite: bool) -> None:
-    text = json.dumps(json_safe(card), indent=2, allow_nan=False) + "\n"
+    text = json_text(card) + "\n"
     with new_files([p, card_path], overwrite) as (tmp, tmp_card):
         save_file(state, str(tmp), metadata={"format": "pt", "architecture": str(card.get("architecture", ""))})
         tmp_card.write_text(text)
@@ -97,8 +97,7 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, card: dict[str
         if q.exists() and not overwrite:
             raise CubeError(f"{q}: already exists; choose another name (or allow overwriting)")
     try:
-        check_weights_target(p, overwrite)
-        _write_pair(p, card_path, state, full, overwrite)
+        _write_pair(p, card_path, state, full, overwrite)  # new_files checks the folder first
         return str(p), str(card_path)
     except (CubeError, OSError) as exc:
         reason = str(exc)

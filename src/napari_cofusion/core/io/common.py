@@ -9,7 +9,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from napari_cofusion.core.errors import CubeError
 
 __all__ = ["CAVE_WAVELENGTHS", "WL_KEYS", "check_file", "to_band_first", "normalise", "make_cube", "find_wavelengths",
            "cube_candidates", "describe_arrays", "check_target", "temp_beside", "new_files", "clean_partials", "write_json",
-           "json_safe"]
+           "json_safe", "json_text"]
 
 CAVE_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
 WL_KEYS = ("wavelength", "wavelengths", "wavelength_nm", "wl", "wave", "lambda", "bands_nm", "centers")
@@ -226,7 +226,7 @@ def new_files(paths: "Sequence[Path]", overwrite: bool = False) -> Iterator[list
 def write_json(obj: Any, path: str | os.PathLike, overwrite: bool = False) -> str:
     """Atomic, non-overwriting JSON writer for recipes and cards."""
     path = Path(path)
-    text = json.dumps(json_safe(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+    text = json_text(obj) + "\n"
     with new_files([path], overwrite) as (tmp,):
         tmp.write_text(text)
     return str(path)
@@ -245,11 +245,19 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def json_text(obj: Any, fallback: Callable[[Any], Any] | None = None) -> str:
+    """``obj`` as indented JSON that is JSON: NaN and infinities as null (:func:`json_safe`), numpy
+    values as lists and numbers, paths as strings; anything else goes to ``fallback`` (an error
+    without one). The one encoder of recipes, cards and the CLI's ``--json``."""
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return json_safe(o.tolist())
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, Path):
+            return str(o)
+        if fallback is not None:
+            return fallback(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    return json.dumps(json_safe(obj), indent=2, default=default, allow_nan=False)

@@ -157,30 +157,30 @@ def read_envi(path: str | os.PathLike, norm: str | float = "auto") -> Cube:
                      scale_source="the header's 'reflectance scale factor'" if scale else "")
 
 
+#: the byte order the project writes float32 ENVI data in (the machine's own)
+_F4 = "<f4" if np.little_endian else ">f4"
+
+
+def _header_text(name: str, shape: tuple[int, int, int], norm_scale: float, wavelengths=None, fwhm=None) -> str:
+    """The header of a BSQ float32 cube as the project writes it (``write_envi`` and ``EnviSink``)."""
+    c, h, w = shape
+    lines = ["ENVI", f"description = {{{name} written by napari-cofusion}}", f"samples = {w}", f"lines = {h}",
+             f"bands = {c}", "header offset = 0", "file type = ENVI Standard", "data type = 4", "interleave = bsq",
+             f"byte order = {0 if np.little_endian else 1}", f"norm scale = {float(norm_scale)}"]
+    if wavelengths is not None:
+        lines.append("wavelength units = Nanometers")
+        lines.append("wavelength = {" + ", ".join(f"{x:.10g}" for x in wavelengths) + "}")
+    if fwhm is not None and len(fwhm) == c:
+        lines.append("fwhm = {" + ", ".join(f"{float(x):.10g}" for x in fwhm) + "}")
+    return "\n".join(lines) + "\n"
+
+
 def write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> list[str]:
     img = hdr.with_suffix(".img")
-    c, h, w = data.shape
-    lines = [
-        "ENVI",
-        f"description = {{{cube.name} written by napari-cofusion}}",
-        f"samples = {w}",
-        f"lines = {h}",
-        f"bands = {c}",
-        "header offset = 0",
-        "file type = ENVI Standard",
-        "data type = 4",
-        "interleave = bsq",
-        f"byte order = {0 if np.little_endian else 1}",
-        f"norm scale = {float(cube.norm_scale)}",
-    ]
-    if cube.wavelengths is not None:
-        lines.append("wavelength units = Nanometers")
-        lines.append("wavelength = {" + ", ".join(f"{x:.10g}" for x in cube.wavelengths) + "}")
-    if "fwhm" in cube.meta and len(cube.meta["fwhm"]) == c:
-        lines.append("fwhm = {" + ", ".join(f"{float(x):.10g}" for x in cube.meta["fwhm"]) + "}")
+    text = _header_text(cube.name, data.shape, cube.norm_scale, cube.wavelengths, cube.meta.get("fwhm"))
     with new_files([img, hdr], overwrite) as (tmp_img, tmp_hdr):
-        np.ascontiguousarray(data, dtype="<f4" if np.little_endian else ">f4").tofile(tmp_img)
-        tmp_hdr.write_text("\n".join(lines) + "\n")
+        np.ascontiguousarray(data, dtype=_F4).tofile(tmp_img)
+        tmp_hdr.write_text(text)
     return [str(hdr), str(img)]
 
 
@@ -204,7 +204,7 @@ class EnviSink:
 
     def write(self, block, data: np.ndarray) -> None:
         C, H, W = self.shape
-        le = np.ascontiguousarray(data, dtype="<f4")
+        le = np.ascontiguousarray(data, dtype=_F4)
         full_rows = block.x0 == 0 and block.x1 == W
         for b in range(C):
             base = (b * H + block.y0) * W + block.x0
@@ -214,17 +214,10 @@ class EnviSink:
             for r in range(block.y1 - block.y0):
                 os.pwrite(self._fd, le[b, r].tobytes(), (base + r * W) * 4)
 
-    def close(self, name: str, wavelengths=None, meta: dict | None = None) -> list[str]:
+    def close(self, name: str, wavelengths=None, norm_scale: float = 1.0) -> list[str]:
         os.close(self._fd)
         self._open = False
-        C, H, W = self.shape
-        lines = ["ENVI", f"description = {{{name} written by napari-cofusion}}", f"samples = {W}", f"lines = {H}",
-                 f"bands = {C}", "header offset = 0", "file type = ENVI Standard", "data type = 4",
-                 "interleave = bsq", "byte order = 0"]
-        if wavelengths is not None:
-            lines.append("wavelength units = Nanometers")
-            lines.append("wavelength = {" + ", ".join(f"{x:.10g}" for x in wavelengths) + "}")
-        self._tmp_hdr.write_text("\n".join(lines) + "\n")
+        self._tmp_hdr.write_text(_header_text(name, self.shape, norm_scale, wavelengths))
         self._files.__exit__(None, None, None)
         return [str(self.hdr), str(self.img)]
 
@@ -232,7 +225,5 @@ class EnviSink:
         if self._open:
             os.close(self._fd)
             self._open = False
-        try:
-            raise CubeError("aborted")
-        except CubeError as exc:
-            self._files.__exit__(type(exc), exc, exc.__traceback__)
+        exc = CubeError("aborted")
+        self._files.__exit__(CubeError, exc, None)  # new_files removes the temporaries
