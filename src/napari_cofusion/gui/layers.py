@@ -38,22 +38,22 @@ def layer_wavelengths(layer) -> np.ndarray | None:
 
 
 def add_cube(viewer: "napari.Viewer", cube: Cube, **kwargs):
-    """Add (or replace, by name) a cube layer with rgb=False and the cube's metadata, its contrast
-    at the 1–99 % percentiles (a fused result in [0, 1] does not open black); its place in the
-    world frame and the other display defaults come from :mod:`napari_cofusion.gui.scene`."""
+    """Add (or replace, by name) a cube layer with rgb=False and the cube's metadata. A new layer
+    gets its place in the world frame and the display defaults (1–99 % contrast, so a fused
+    result in [0, 1] does not open black) from :mod:`napari_cofusion.gui.scene` as it is inserted;
+    a replaced layer's contrast follows its new data."""
     from napari_cofusion.core.display import percentile_limits
     from napari_cofusion.gui.scene import install
 
     install(viewer)  # placed in the viewer's world frame, with the display defaults
     data, kw, _ = cube.to_layer_data()
     kw.update(kwargs)
-    kw.setdefault("contrast_limits", percentile_limits(data))
     name = kw.get("name", cube.name)
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
         layer.metadata.update(kw.get("metadata", {}))
-        layer.contrast_limits = kw["contrast_limits"]
+        layer.contrast_limits = kw.get("contrast_limits") or percentile_limits(data)
         return layer
     return viewer.add_image(data, **kw)
 
