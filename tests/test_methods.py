@@ -107,4 +107,4 @@ def test_unknown_method_lists_the_available_ones():
     for name in ("bicubic", "glp-hs"):
         assert name in str(exc.value)
     assert {"bicubic", "glp-hs"} <= set(method_names())
-    assert get_method("glp-hs").options == {"radius": 2, "eps": 1e-8}
+    assert get_method("glp-hs").options == {"radius": "auto", "eps": 1e-8, "shrink": 0.0}

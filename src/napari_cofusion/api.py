@@ -19,6 +19,7 @@ from napari_cofusion.fusion import classical  # noqa: F401  (registers bicubic a
 from napari_cofusion.fusion.engine import FusionResult, fuse
 from napari_cofusion.fusion.pair import check_fits, check_pair
 from napari_cofusion.fusion.registry import get_method, iter_methods, method_names
+from napari_cofusion.fusion import scene_prior  # noqa: F401  (registers pnp-gf)
 from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion)
 
 __all__ = ["Cube", "CofusionError", "CubeError", "WeightsError", "read_cube", "read_cubes", "write_cube",

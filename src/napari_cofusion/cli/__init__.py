@@ -110,7 +110,19 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     # ENVI is written block by block as the blocks are fused (memory follows the block); other
     # formats are written whole at the end
     streamed = out.suffix.lower() in (".hdr", ".img")
-    res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, tile=a.tile,
+    psf, phase, estimate = a.psf, None, None
+    if a.psf in ("auto", "estimate"):
+        from napari_cofusion.degrade.estimate import estimate_degradation, estimate_doubts
+
+        deg = estimate_degradation(lr, msi)
+        psf, phase = deg.psf, deg.phase
+        estimate = {"psf": deg.psf, "phase": deg.phase, "fit_residual": deg.residual, "doubts": estimate_doubts(deg)}
+        if not a.json:
+            print(f"estimated from the pair: PSF {deg.psf.get('kind')} sigma {deg.sigma:.3f} px, phase {deg.phase}, "
+                  f"SRF fit residual {deg.residual:.2g}")
+            for doubt in estimate["doubts"]:
+                print(f"warning: {doubt}")
+    res = fuse(lr, msi, a.method, psf=psf, phase=phase, consistency=a.consistency, tile=a.tile,
                **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
     if not streamed:
         res.cube.name = out.stem
@@ -118,14 +130,24 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     weights = res.meta.get("weights")
     if a.json:
         _print_json({"method": a.method, "scale": res.scale, "seconds": res.seconds, "out": str(out),
-                     "weights": weights, "consistency": res.consistency})
+                     "weights": weights, "consistency": res.consistency, "estimate": estimate,
+                     "options": _shown_options(res.meta)})
         return 0
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
+    shown = _shown_options(res.meta)
+    if shown:
+        print("chosen from the pair: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     if weights:
         print(f"weights: {weights}")
     if res.consistency:
         print(f"data consistency: {describe_consistency(res.consistency)}")
     return 0
+
+
+def _shown_options(meta: dict) -> dict:
+    """The scene-wide choices a method made (glp-hs's regression, pnp-gf's fit and fallback),
+    without the bulky ones (the SRF matrix, the selection table)."""
+    return {k: v for k, v in (meta.get("options") or {}).items() if k not in ("srf", "selection")}
 
 
 class _ListMethods(argparse.Action):
@@ -333,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion (see --list-methods)")
     f.add_argument("--list-methods", action=_ListMethods, help="list the fusion methods and exit")
     f.add_argument("--weights", default=None, help="weights name in weights/ or a .safetensors path (learned methods)")
-    f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak)")
+    f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak); "
+                   "auto: estimate the PSF and phase from the pair")
     f.add_argument("--recipe", default=None, help="recipe.json of a simulated pair (default: beside --lr)")
     f.add_argument("--device", default=None, help="cpu (default) or cuda for learned methods")
     f.add_argument("--consistency", choices=["auto", "on", "off"], default=None,

@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.io.common import json_safe
 from napari_cofusion.degrade.consistency import ConsistencyReport, decide, edge_weight, mismatch_terms, project_observations, ratios
 from napari_cofusion.degrade.simulate import PSF
 from napari_cofusion.fusion.blocks import ArraySink, Block, block_side, memory_budget, plan_blocks, run_blocks
@@ -116,6 +117,8 @@ def fuse(
     psf_obj = PSF.parse(psf)
     kernel = psf_obj.kernel(scale)
     mode = m.consistency if consistency is None else consistency
+    if m.prepare is not None:
+        options = m.prepare(lr.data, msi.data, scale, kernel, ph, dict(options))
     blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
     sink = _sink(out, lr.bands, msi.spatial_shape, overwrite)
     t0 = time.perf_counter()
@@ -148,6 +151,7 @@ def fuse(
     rep = report.to_json() if (mode != "off" or consistency is not None) else None
     used = m.provenance(lr, msi, scale, options) if m.provenance is not None else {}
     meta = {"method": method, "scale": scale, "psf": psf_obj.to_json(), **used,
+            **({"options": json_safe(options)} if m.prepare is not None else {}),
             **({"consistency": rep} if rep else {}), **({"blocks": len(blocks)} if len(blocks) > 1 else {})}
     name, source = f"{method} fused", f"{method}({lr.name}, {msi.name})"
     if out is not None:

@@ -43,6 +43,10 @@ class FusionMethod:
     reach: Callable[[int, Any], int] | None = None
     #: ``bytes_per_pixel(hs_bands, ms_bands) -> bytes`` of working memory per HR pixel of a block
     bytes_per_pixel: Callable[[int, int], float] | None = None
+    #: ``prepare(lr, msi, scale, kernel, phase, options) -> options``: run once on the whole pair
+    #: before any block, to make the scene-wide choices (glp-hs's regression) that every block
+    #: must share; what it returns is passed to ``run`` and recorded in the result's metadata
+    prepare: Callable[..., dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, FusionMethod] = {}

@@ -68,7 +68,7 @@ NETWORK_CONTEXT = 32
 
 
 def _reach(scale: int, kernel: Any) -> int:
-    return NETWORK_CONTEXT + glp_hs_reach(scale, kernel)
+    return NETWORK_CONTEXT + glp_hs_reach(scale, kernel, radius=2)  # its base: the fixed radius-2 glp-hs
 
 
 def _bytes_per_pixel(C: int, c: int) -> float:
