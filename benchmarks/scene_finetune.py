@@ -62,7 +62,7 @@ def load(name: str) -> Cube:
         return Cube(cube / cube.max(), wavelengths=np.linspace(*wl, 224)[good], name=name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CofusionWarning)  # DC Mall / Salinas-A: a few negative values clipped
-        cube = read_cube(DATA / path, norm=None if name in ("oil_painting", "paints") else "max")
+        cube = read_cube(DATA / path, **({} if path.startswith("cave/") else {"norm": "max"}))
     if cube.wavelengths is None and wl is not None:
         cube.wavelengths = np.linspace(wl[0], wl[1], cube.bands)
     return cube

@@ -406,3 +406,49 @@ def test_gui_command_headless_screenshot(tmp_path, capsys):
     # refuses to overwrite, with a one-line error
     assert main(["gui", "--sample", "none", "--screenshot", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_pair_only_route_on_a_real_crop(make_napari_viewer, qtbot, shared_data, monkeypatch):
+    """No reference, no recipe: the real PaviaU crop's pair as a user brings it. pnp-gf estimates
+    the PSF from the pair (its default in the Run panel), beats glp-hs, and records the estimate;
+    on a crop of the real Houston pair, which the observation model does not explain, it says so
+    with the number and falls back to glp-hs."""
+    from napari_cofusion.api import read_cube, read_cubes
+    from napari_cofusion.degrade.simulate import simulate_pair
+    from napari_cofusion.gui.fusion import run_panel
+
+    shown: list[str] = []
+    monkeypatch.setattr(run_panel, "show_warning", shown.append)
+    ref = read_cube(shared_data / "paviau" / "paviaU_subimg.mat", norm="max")
+    pair = simulate_pair(ref, scale=4, psf="wald", srf="rosis-ikonos4")
+    viewer = make_napari_viewer()
+    viewer.add_image(pair.lr.data, name="pavia lr", rgb=False)
+    viewer.add_image(pair.msi.data, name="pavia msi", rgb=False)
+    w = _fusion_widget(viewer)
+    w.set_pair("pavia lr", "pavia msi")
+    assert w.scale == 4
+    w.method_combo.setCurrentText("pnp-gf")
+    assert w.fuse_psf_combo.currentText() == run_panel.PSF_ESTIMATE
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    out = w.last_result_layer
+    assert out is not None and out.name == "pnp-gf fused" and out.data.shape == (103, 48, 48)
+    est = out.metadata["estimate"]
+    assert est["phase"] == 2 and est["sigma"] == pytest.approx(1.70, abs=0.05) and not est["doubts"]
+    glp = fuse(pair.lr, pair.msi, "glp-hs", psf="wald").cube.data
+    assert metrics.psnr(out.data, ref.data[:, :48, :48]) > metrics.psnr(glp, ref.data[:, :48, :48]) + 0.3
+    assert not shown
+    # glp-hs keeps "recipe, else weak" by default
+    w.method_combo.setCurrentText("glp-hs")
+    assert w.fuse_psf_combo.currentText() == run_panel.PSF_RECIPE
+    # the real Houston pair (a crop): the fallback is told, with its residual
+    cubes = read_cubes(shared_data / "houston2018" / "houston_dataset.mat")
+    hs, rgb = max(cubes, key=lambda c: c.bands), min(cubes, key=lambda c: c.bands)
+    viewer.add_image(hs.data[:, :40, :40], name="houston hs", rgb=False)
+    viewer.add_image(rgb.data[:, :160, :160], name="houston rgb", rgb=False)
+    w.set_pair("houston hs", "houston rgb")
+    w.method_combo.setCurrentText("pnp-gf")
+    w.run_fusion()
+    _wait_idle(qtbot, w)
+    assert w.last_result_layer.name.startswith("pnp-gf fused")
+    assert any("relative residual" in m and "glp-hs" in m for m in shown), shown

@@ -21,6 +21,7 @@ from napari_cofusion.fusion.pair import check_fits, check_pair
 from napari_cofusion.fusion.registry import get_method, iter_methods, method_names
 from napari_cofusion.fusion import scene_prior  # noqa: F401  (registers pnp-gf)
 from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion)
+from napari_cofusion.learn import mossfuse_fit as _mossfuse  # noqa: F401  (registers mossfuse)
 
 __all__ = ["Cube", "CofusionError", "CubeError", "WeightsError", "read_cube", "read_cubes", "write_cube",
            "simulate_pair", "fuse", "FusionResult", "check_pair", "check_fits", "get_method", "iter_methods",

@@ -30,7 +30,8 @@ _CALL = ("lr", "msi", "scale", "kernel", "phase")
 def accepted_options(m: FusionMethod) -> set[str]:
     """The keyword options a method's ``run`` takes (besides the pair, scale, kernel and phase)."""
     params = inspect.signature(m.run).parameters.values()
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _CALL}
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _CALL
+            and not p.name.startswith("_")}  # _model: what prepare hands run, not an option
 
 
 def check_options(m: FusionMethod, options: dict[str, Any]) -> None:
@@ -117,11 +118,11 @@ def fuse(
     psf_obj = PSF.parse(psf)
     kernel = psf_obj.kernel(scale)
     mode = m.consistency if consistency is None else consistency
+    t0 = time.perf_counter()
     if m.prepare is not None:
         options = m.prepare(lr.data, msi.data, scale, kernel, ph, dict(options))
     blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
     sink = _sink(out, lr.bands, msi.spatial_shape, overwrite)
-    t0 = time.perf_counter()
     R, report = decide(lr.data, msi.data, kernel, scale, ph, mode)
     amp = edge_weight(msi.data) if R is not None else None
     terms = np.zeros((2, 4))
@@ -151,7 +152,8 @@ def fuse(
     rep = report.to_json() if (mode != "off" or consistency is not None) else None
     used = m.provenance(lr, msi, scale, options) if m.provenance is not None else {}
     meta = {"method": method, "scale": scale, "psf": psf_obj.to_json(), **used,
-            **({"options": json_safe(options)} if m.prepare is not None else {}),
+            **({"options": json_safe({k: v for k, v in options.items() if not k.startswith("_")})}
+               if m.prepare is not None else {}),
             **({"consistency": rep} if rep else {}), **({"blocks": len(blocks)} if len(blocks) > 1 else {})}
     name, source = f"{method} fused", f"{method}({lr.name}, {msi.name})"
     if out is not None:

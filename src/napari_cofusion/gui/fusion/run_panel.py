@@ -13,7 +13,7 @@ from napari_cofusion.core.errors import CofusionError
 from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.gui.fusion.weights_combo import WeightsCombo
-from napari_cofusion.gui.layers import add_cube
+from napari_cofusion.gui.layers import add_cube, show_warning
 from napari_cofusion.jobs import fusion_job
 from napari_cofusion.learn.device import available_devices
 from napari_cofusion.learn.start import SHIPPED
@@ -25,6 +25,15 @@ CONSISTENCY_TIP = (
     "LRHSI and the SRF gives the HRMSI. auto: only when the PSF and an SRF fitted to the pair explain the pair "
     "(simulated pairs, clean data); off for noisy or real pairs the model does not fit. Set to each method's "
     "default when the method changes (auto for CoFusion, off for the baselines).")
+
+
+PSF_RECIPE = "recipe, else weak"
+PSF_ESTIMATE = "estimate from the pair"
+PSF_TIP = ("The blur and decimation phase that relate the LRHSI to the scene. 'recipe, else weak': the LRHSI's "
+           "simulation recipe when it has one, else the weak preset. 'estimate from the pair': fitted to the two "
+           "images (the estimate and any doubt about it are reported); the default for the pair-only methods.")
+#: methods meant for a pair alone (no recipe, no reference): they default to an estimated PSF
+PAIR_ONLY = ("pnp-gf", "mossfuse")
 
 
 def unique_name(viewer, base: str) -> str:
@@ -62,12 +71,16 @@ class RunPanel(QGroupBox):
         self.consistency_combo = QComboBox()
         self.consistency_combo.addItems(["auto", "on", "off"])
         self.consistency_combo.setToolTip(CONSISTENCY_TIP)
+        self.fuse_psf_combo = QComboBox()
+        self.fuse_psf_combo.addItems([PSF_RECIPE, PSF_ESTIMATE])
+        self.fuse_psf_combo.setToolTip(PSF_TIP)
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(lambda: self.run_fusion())
         f.addRow("Method", self.method_combo)
         f.addRow("Weights", self.weights_combo)
         f.addRow("Device", self.device_combo)
         f.addRow("Consistency", self.consistency_combo)
+        f.addRow("PSF", self.fuse_psf_combo)
         f.addRow(self.run_button)
         ev = state.events
         ev.scale.connect(self._update_button)
@@ -91,6 +104,8 @@ class RunPanel(QGroupBox):
             return
         self.weights_combo.setEnabled(method.needs_weights)
         self.consistency_combo.setCurrentText(method.consistency)
+        # the pair-only methods are for pairs with no recipe: estimate by default
+        self.fuse_psf_combo.setCurrentText(PSF_ESTIMATE if name in PAIR_ONLY else PSF_RECIPE)
 
     def _new_session_model(self, model: Any, *_: Any) -> None:
         if model is not None:  # (the combo has already offered it)
@@ -107,6 +122,8 @@ class RunPanel(QGroupBox):
         try:
             lr_layer, msi_layer = state.pair.lr, state.pair.msi
             options: dict[str, Any] = {"consistency": self.consistency_combo.currentText()}
+            if self.fuse_psf_combo.currentText() == PSF_ESTIMATE:
+                options["psf"] = "estimate"
             meta: dict[str, Any] = {"inputs": [lr_layer.name, msi_layer.name]}
             if api.get_method(method).needs_weights:
                 options["device"] = state.device
@@ -127,6 +144,16 @@ class RunPanel(QGroupBox):
         job = fusion_job(lr, msi, method, options, self.runner.cancel_event)
         return self.runner.start(job, JobKind.FUSION, f"{method} fusion", 1, context=meta)
 
+    @staticmethod
+    def doubts(meta: dict[str, Any]) -> list[str]:
+        """What the user must be told about a result: doubts about the estimated degradation, and
+        a pair-only method's fallback to glp-hs (with the numbers)."""
+        out = list((meta.get("estimate") or {}).get("doubts") or [])
+        fallback = (meta.get("options") or {}).get("fallback")
+        if fallback:
+            out.append(fallback)
+        return out
+
     def job_done(self, outcome: JobOutcome) -> None:
         """A fusion job ended: add its result as a new layer (not after a Cancel)."""
         if outcome.cancelled:
@@ -140,6 +167,8 @@ class RunPanel(QGroupBox):
         cube.name = name
         cube.meta.update(outcome.context or {}, seconds=round(float(result.seconds), 3))
         self.last_result_layer = add_cube(self.viewer, cube, name=name)
+        for doubt in self.doubts(result.meta or {}):
+            show_warning(f"{name}: {doubt}")
         note = ""
         if result.consistency and result.consistency.get("mode") != "off":
             from napari_cofusion.degrade.consistency import describe_consistency

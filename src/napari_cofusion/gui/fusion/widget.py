@@ -59,6 +59,7 @@ class FusionWidget(QWidget):
     weights_combo = _alias("run_panel", "weights_combo")
     device_combo = _alias("run_panel", "device_combo")
     consistency_combo = _alias("run_panel", "consistency_combo")
+    fuse_psf_combo = _alias("run_panel", "fuse_psf_combo")
     run_button = _alias("run_panel", "run_button")
     last_result_layer = _alias("run_panel", "last_result_layer")
     ft_weights_combo = _alias("finetune_panel", "ft_weights_combo")
