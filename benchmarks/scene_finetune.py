@@ -6,7 +6,8 @@ the two CAVE validation scenes seen by an IKONOS-B/G/R-like 3-band camera with a
 pair is simulated at each scale, the reference is kept aside, the PSF, phase and SRF are estimated
 from the pair (``estimate_degradation``) and every method is given that estimate, as a user would
 be. Columns: bicubic, the global regression (glp-hs radius 0), glp-hs as it was (radius 2),
-glp-hs with its regression chosen from the pair (the default now), pnp-gf, and with
+glp-hs with its regression chosen from the pair (the default now), pnp-gf, MossFuse trained on
+the pair (its learned PSF sigma and SRF error printed beside the estimator's), and with
 ``--finetune`` CoFusion fine-tuned on the pair (minutes per scene). The real Houston 2018 pair
 gets the no-reference QNR, D_λ, D_s (``--houston``).
 
@@ -49,7 +50,7 @@ SCENES = {
     "paints": ("cave/paints_ms", None, "ikonos", "gaussian:2"),
 }
 METHODS = (("bicubic", "bicubic", {}), ("global", "glp-hs", {"radius": 0}), ("glp-hs-old", "glp-hs", {"radius": 2}),
-           ("glp-hs", "glp-hs", {}), ("pnp-gf", "pnp-gf", {}))
+           ("glp-hs", "glp-hs", {}), ("pnp-gf", "pnp-gf", {}), ("mossfuse", "mossfuse", {}))
 
 
 def load(name: str) -> Cube:
@@ -66,6 +67,20 @@ def load(name: str) -> Cube:
     if cube.wavelengths is None and wl is not None:
         cube.wavelengths = np.linspace(wl[0], wl[1], cube.bands)
     return cube
+
+
+PAIR_ONLY = ("pnp-gf", "mossfuse")
+
+
+def _moss(report: dict, deg, srf: str, ref: Cube) -> dict:
+    """MossFuse's learned PSF/SRF beside the project's estimator: sigma, and each SRF's relative
+    error against the true matrix of the simulation."""
+    from napari_cofusion.core.srf import get_srf
+
+    R_true = get_srf(srf).matrix_for(ref.bands, ref.wavelengths)
+    err = lambda R: float(np.linalg.norm(np.asarray(R) - R_true) / np.linalg.norm(R_true))  # noqa: E731
+    return {"moss_sigma": report["sigma"], "est_sigma": deg.sigma, "moss_srf_err": err(report["srf"]),
+            "est_srf_err": err(deg.srf), "moss_losses_first": report["losses_first"], "moss_losses_last": report["losses_last"]}
 
 
 def _psf_of(deg) -> dict:
@@ -96,7 +111,7 @@ def run_scene(name: str, scale: int, finetune: bool, steps: int | None) -> list[
     rows = []
     for col, meth, opts in METHODS:
         r, secs, caught = _timed_fuse(lr, msi, meth, deg, opts)
-        secs += t_est if meth == "pnp-gf" else 0.0
+        secs += t_est if meth in PAIR_ONLY else 0.0
         m = metrics.full_reference(r.cube.data, X, scale)
         o = r.meta.get("options", {})
         rows.append({"scene": name, "scale": scale, "bands": ref.bands, "ms_bands": msi.bands, "size": list(X.shape[1:]),
@@ -104,7 +119,8 @@ def run_scene(name: str, scale: int, finetune: bool, steps: int | None) -> list[
                      "minutes": round(secs / 60, 3),
                      **({"radius": o.get("radius"), "shrink": o.get("shrink")} if meth != "bicubic" and not opts else {}),
                      **({"warnings": [str(w.message) for w in caught]} if caught else {}),
-                     **(est if meth == "pnp-gf" else {})})
+                     **(est if meth == "pnp-gf" else {}),
+                     **(_moss(o["report"], deg, srf, ref) if meth == "mossfuse" else {})})
     if finetune:
         rows.append(_finetune_row(name, scale, pair, X, steps))
     return rows
@@ -147,6 +163,9 @@ def _print(rows: list[dict]) -> None:
             extra = f"  (r{r['radius']}, shrink {r['shrink']:g})" if r.get("radius") is not None else ""
             if "sigma_est" in r:
                 extra += f"  σ̂ {r['sigma_est']:.3f}, phase {r['phase_est']}/{r['phase_true']}, fit {r['fit_residual']:.2g}"
+            if "moss_sigma" in r:
+                extra += (f"  learned σ {r['moss_sigma']:.3f} (estimator {r['est_sigma']:.3f}), SRF error "
+                          f"{r['moss_srf_err']:.3f} (estimator {r['est_srf_err']:.3f})")
             print(f"[{r['scene']} ×{r['scale']}] {r['method']:11s} PSNR {r['psnr']:6.2f} SSIM {r['ssim']:.4f} "
                   f"SAM {r['sam']:5.2f} ERGAS {r['ergas']:6.2f} {r['minutes'] * 60:6.1f} s{extra}", flush=True)
         else:
@@ -163,9 +182,12 @@ def summary(rows: list[dict]) -> None:
             print(f"[mean ×{scale}] {meth:11s} PSNR {np.mean([r['psnr'] for r in rs]):6.2f} "
                   f"SAM {np.mean([r['sam'] for r in rs]):5.2f} over {len(rs)} scenes", flush=True)
         by = {(r["scene"], r["method"]): r for r in sel}
-        gains = [by[(s, "pnp-gf")]["psnr"] - by[(s, "glp-hs")]["psnr"] for s, m in by if m == "pnp-gf"]
-        if gains:
-            print(f"[gain ×{scale}] pnp-gf − glp-hs: mean {np.mean(gains):+.2f} dB, min {min(gains):+.2f}", flush=True)
+        for route in PAIR_ONLY:
+            gains = [by[(s, route)]["psnr"] - by[(s, "glp-hs")]["psnr"] for s, m in by if m == route]
+            sams = [by[(s, route)]["sam"] - by[(s, "glp-hs")]["sam"] for s, m in by if m == route]
+            if gains:
+                print(f"[gain ×{scale}] {route} − glp-hs: PSNR mean {np.mean(gains):+.2f} dB, min {min(gains):+.2f}; "
+                      f"SAM mean {np.mean(sams):+.3f}°, worst {max(sams):+.3f}°", flush=True)
 
 
 def main(argv=None) -> int:

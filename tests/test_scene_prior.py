@@ -211,7 +211,7 @@ def test_a_short_mossfuse_training_lowers_its_losses_and_learns_the_degradation(
 
 def test_mossfuse_through_fuse_records_its_estimates(pavia_pair):
     p = pavia_pair
-    res = fuse(p.lr, p.msi, "mossfuse", psf="wald", steps=10)
+    res = fuse(p.lr, p.msi, "mossfuse", psf="wald", steps=10, degradation_steps=300)
     rep = res.meta["options"]["report"]
     assert {"sigma", "srf", "psf", "losses_first", "losses_last"} <= set(rep)
     assert np.asarray(rep["srf"]).shape == (4, 103)

@@ -85,6 +85,7 @@ def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
     assert lr_layer.data.shape == (31, 32, 32) and msi_layer.data.shape == (3, 128, 128)
     assert ref_layer.name == "oil_painting crop"
     assert w.scale == 4 and w.ref_combo.currentText() == "oil_painting crop"
+    assert not w.finetune_panel.pair_only_hint.isVisibleTo(w.finetune_panel)  # a reference: no pair-only advice
     assert "recipe" in lr_layer.metadata
     w.method_combo.setCurrentText("glp-hs")
     worker = w.run_fusion()
@@ -427,6 +428,8 @@ def test_pair_only_route_on_a_real_crop(make_napari_viewer, qtbot, shared_data, 
     w = _fusion_widget(viewer)
     w.set_pair("pavia lr", "pavia msi")
     assert w.scale == 4
+    # no reference layer: the Fine-tune panel points to the route that measured best
+    assert w.finetune_panel.pair_only_hint.isVisibleTo(w.finetune_panel) and "pnp-gf" in w.finetune_panel.pair_only_hint.text()
     w.method_combo.setCurrentText("pnp-gf")
     assert w.fuse_psf_combo.currentText() == run_panel.PSF_ESTIMATE
     w.run_fusion()

@@ -18,10 +18,11 @@ starting from glp-hs (its regression chosen from the pair) and ending with a pro
 result agrees with both observations. Nothing is learnt from other scenes: the window
 coefficients are fitted to this scene in every round.
 
-Measured (×4, ``wald`` PSF, IKONOS-like MSI, the true PSF; benchmarks/scene_finetune.py has the
-table with estimated PSFs): 15 rounds, DC Mall 47.67 → 49.17 dB over glp-hs, PaviaU 43.81 → 44.27,
-Salinas-A 54.39 → 55.51, Jasper Ridge 39.83 → 40.85, CAVE oil_painting / paints (3-band camera,
-σ 2 px) 46.65 → 47.36 and 46.02 → 47.31. A network added after these rounds (a small CNN in a
+Measured with the PSF and phase estimated from the pair (benchmarks/scene_finetune.py, the README's
+table): ×4, 15 rounds, over glp-hs: DC Mall +1.24 dB, PaviaU +0.46, Salinas-A +1.24, Jasper Ridge
++1.05, CAVE oil_painting / paints (3-band camera, σ 2 px) +0.71 / +1.3: +1.01 dB on average with
+a lower SAM on every scene; ×8 smaller gains (+0.23 to +0.62 with 15 rounds; 40 rounds are the ×8
+default). A network added after these rounds (a small CNN in a
 k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and this prior,
 200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more (zero-shot,
 reduced resolution) it lost 3 dB on DC Mall before the projection.
@@ -46,11 +47,19 @@ from napari_cofusion.degrade.consistency import AUTO_MAX_RESIDUAL, edge_weight, 
 from napari_cofusion.fusion.classical import glp_hs, glp_hs_reach, local_regression, prepare_glp_hs
 from napari_cofusion.fusion.registry import FusionMethod, register
 
-__all__ = ["guided_filter", "pnp_gf", "prepare_pnp_gf", "DEFAULT_ROUNDS", "GUIDE_RADIUS"]
+__all__ = ["guided_filter", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_ROUNDS", "GUIDE_RADIUS"]
 
-#: plug-and-play rounds (projection, then guided filter). DC Mall ×4: 4 rounds 48.96 dB, 15 rounds
-#: 49.17; PaviaU 44.16 / 44.27; each round costs about one data-consistency projection
-DEFAULT_ROUNDS = 15
+#: plug-and-play rounds (projection, then guided filter) by scale (``rounds="auto"``); each round
+#: costs about one data-consistency projection. Gains over glp-hs with the estimated PSF, 15 / 40
+#: / 80 rounds: ×4 DC Mall +1.24 / +1.38 / +1.38 dB, PaviaU +0.46 / +0.49 / +0.47, Jasper Ridge
+#: +1.05 / +1.03 / +1.03; ×8 DC Mall +0.47 / +0.62 / +0.70, PaviaU +0.26 / +0.43 / +0.62, Jasper
+#: Ridge +0.56 / +0.68 / +0.73 (twice the time for the last few hundredths)
+DEFAULT_ROUNDS = {2: 15, 4: 15, 8: 40}
+
+
+def rounds_for(scale: int) -> int:
+    """The default number of rounds at this scale (:data:`DEFAULT_ROUNDS`; 40 above ×8)."""
+    return DEFAULT_ROUNDS.get(int(scale), 15 if scale < 4 else 40)
 #: HR window radius of the guided filter: DC Mall ×4 (4 rounds) radius 1 48.60, 2 48.96; 15
 #: rounds radius 2 / 3: DC Mall 49.17 / 48.93, PaviaU 44.27 / 44.31, Salinas-A 55.51 / 55.63,
 #: Jasper Ridge 40.85 / 40.75
@@ -85,7 +94,9 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
     pair and its residual, and whether to fall back to glp-hs (the residual is too large)."""
     opts = prepare_glp_hs(lr, msi, scale, kernel, phase, {k: options[k] for k in ("radius",) if k in options})
     R, fit = observation_srf(lr, msi, kernel, scale, phase)
-    out = {**options, "radius": opts["radius"], "shrink": opts["shrink"], "srf": np.asarray(R).tolist(),
+    rounds = options.get("rounds", "auto")
+    out = {**options, "rounds": rounds_for(scale) if rounds == "auto" else rounds,
+           "radius": opts["radius"], "shrink": opts["shrink"], "srf": np.asarray(R).tolist(),
            "fit_residual": float(fit)}
     if not fit <= AUTO_MAX_RESIDUAL:
         out["fallback"] = (f"the PSF and the fitted SRF explain the pair only to a relative residual of {fit:.2g} "
@@ -96,10 +107,13 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
 
 
 def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
-           rounds: int = DEFAULT_ROUNDS, guide_radius: int = GUIDE_RADIUS, radius: "int | str" = "auto",
+           rounds: "int | str" = "auto", guide_radius: int = GUIDE_RADIUS, radius: "int | str" = "auto",
            shrink: float = 0.0, srf: Any = None, fallback: str | None = None, **_: Any) -> np.ndarray:
     """See the module docstring. ``srf`` (c, C) is fitted to (this block of) the pair when not
-    given; ``fallback`` (set by :func:`prepare_pnp_gf`) returns glp-hs."""
+    given; ``fallback`` (set by :func:`prepare_pnp_gf`) returns glp-hs. ``rounds="auto"``:
+    :func:`rounds_for` the scale."""
+    if rounds == "auto":
+        rounds = rounds_for(scale)
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or not 0 <= rounds <= 200:
         raise CubeError(f"pnp-gf: rounds = {rounds!r} must be a whole number from 0 to 200")
     if isinstance(guide_radius, bool) or not isinstance(guide_radius, (int, np.integer)) or not 1 <= guide_radius <= 8:
@@ -123,7 +137,7 @@ def _reach(scale: int, kernel: Any) -> int:
 
 register(FusionMethod(
     "pnp-gf", "Pair-only fusion: glp-hs, then rounds of observation projection and an HR guided filter by the HRMSI",
-    pnp_gf, options={"rounds": DEFAULT_ROUNDS, "guide_radius": GUIDE_RADIUS, "radius": "auto"},
+    pnp_gf, options={"rounds": "auto", "guide_radius": GUIDE_RADIUS, "radius": "auto"},
     reach=_reach, prepare=prepare_pnp_gf,
     # float64 guided-filter slabs are bounded; the cube, the projection's copies and the edge map
     bytes_per_pixel=lambda C, c: 4.0 * C * 8 + 8.0 * c * (c + C),

@@ -189,15 +189,17 @@ def prepare_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.nda
                      options: dict[str, Any]) -> dict[str, Any]:
     """Train on the whole pair once, before any block (every block then uses the same network);
     the learned PSF/SRF and the losses go to the result's metadata."""
-    cfg = FitConfig(**{k: options[k] for k in ("steps", "seed", "base") if k in options})
+    cfg = FitConfig(**{k: options[k] for k in ("steps", "degradation_steps", "seed", "base") if k in options})
     model, report, _ = fit_pair(lr, msi, scale, phase, cfg, kernel=kernel)
     return {**options, "_model": model, "report": report.to_json()}
 
 
 def run_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int, _model: MossFuse | None = None,
-                 steps: int = FitConfig.steps, seed: int = 0, base: str = "glp-hs", **_: Any) -> np.ndarray:
+                 steps: int = FitConfig.steps, degradation_steps: int = FitConfig.degradation_steps, seed: int = 0,
+                 base: str = "glp-hs", **_: Any) -> np.ndarray:
     if _model is None:  # called directly, not through fuse: train on this pair
-        _model = prepare_mossfuse(lr, msi, scale, kernel, phase, {"steps": steps, "seed": seed, "base": base})["_model"]
+        opts = {"steps": steps, "degradation_steps": degradation_steps, "seed": seed, "base": base}
+        _model = prepare_mossfuse(lr, msi, scale, kernel, phase, opts)["_model"]
     return fuse_with(_model, msi, base_cube(lr, msi, scale, phase, base, kernel))
 
 
@@ -207,7 +209,8 @@ def _register() -> None:
 
     register(FusionMethod(
         "mossfuse", "MossFuse (Du et al.): modality-decoupled network trained on this pair alone (minutes)",
-        run_mossfuse, options={"steps": FitConfig.steps, "seed": 0, "base": "glp-hs"}, prepare=prepare_mossfuse,
+        run_mossfuse, options={"steps": FitConfig.steps, "degradation_steps": FitConfig.degradation_steps, "seed": 0,
+                               "base": "glp-hs"}, prepare=prepare_mossfuse,
         consistency="off",
         reach=lambda scale, kernel: glp_hs_reach(scale, kernel) + 64,
         # the network's float32 activations at width 32 (about 40 maps) and the base
