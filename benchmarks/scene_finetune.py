@@ -13,6 +13,7 @@ gets the no-reference QNR, D_λ, D_s (``--houston``).
 
     .venv/bin/python benchmarks/scene_finetune.py [--scales 4 8] [--scenes dcmall ...] [--houston]
         [--finetune] [--threads 2] [--out rows.json]
+    .venv/bin/python benchmarks/scene_finetune.py --markdown rows.json   # the README's table
 """
 
 from __future__ import annotations
@@ -190,6 +191,21 @@ def summary(rows: list[dict]) -> None:
                       f"SAM mean {np.mean(sams):+.3f}°, worst {max(sams):+.3f}°", flush=True)
 
 
+def markdown(rows: list[dict]) -> str:
+    """The README's table: PSNR / SAM per method, the pair-only routes' minutes; QNR for Houston."""
+    cols = list(dict.fromkeys(r["method"] for r in rows))
+    out = ["| scene | ×s | " + " | ".join(cols) + " | minutes (" + ", ".join(c for c in cols if c in PAIR_ONLY) + ") |",
+           "|---|---|" + "---|" * len(cols) + "---|"]
+    keys = list(dict.fromkeys((r["scene"], r["scale"]) for r in rows))
+    for scene, scale in keys:
+        by = {r["method"]: r for r in rows if (r["scene"], r["scale"]) == (scene, scale)}
+        cell = (lambda r: f"{r['psnr']:.2f} / {r['sam']:.2f}") if "psnr" in next(iter(by.values())) else \
+            (lambda r: f"QNR {r['qnr']:.4f}")
+        mins = ", ".join(f"{by[c]['minutes']:.2f}" for c in cols if c in PAIR_ONLY and c in by)
+        out.append(f"| {scene} | {scale} | " + " | ".join(cell(by[c]) if c in by else "" for c in cols) + f" | {mins} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", nargs="*", default=list(SCENES), help="none: only --houston")
@@ -199,7 +215,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: the fine-tune's)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the rows to this JSON file")
+    ap.add_argument("--markdown", default=None, metavar="ROWS.json", help="only print the table of a saved run")
     a = ap.parse_args(argv)
+    if a.markdown:
+        print(markdown(json.loads(Path(a.markdown).read_text())))
+        return 0
     print(f"[bench] torch threads {set_threads(a.threads)}", flush=True)
     rows: list[dict] = []
     for scale in a.scales:

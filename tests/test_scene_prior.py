@@ -162,7 +162,7 @@ def test_cli_fuses_a_real_crop_with_pnp_gf(pavia_pair, tmp_path, capsys):
                  "--psf", "auto", "--out", str(tmp_path / "fused.hdr")]) == 0
     text = capsys.readouterr().out
     assert "estimated from the pair: PSF gaussian sigma" in text and "phase 2" in text
-    assert "chosen from the pair: radius 2" in text and "fit_residual" in text
+    assert "chosen from the pair: rounds 15, radius 2" in text and "fit_residual" in text
     out = read_cube(tmp_path / "fused.hdr")
     assert out.shape == p.reference.shape
     assert metrics.psnr(out.data, p.reference.data) > 44.0  # glp-hs 43.81 dB on this pair

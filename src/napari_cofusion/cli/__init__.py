@@ -136,7 +136,8 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
     shown = _shown_options(res.meta)
     if shown:
-        print("chosen from the pair: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        print("chosen from the pair: " + ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in shown.items()))
     if weights:
         print(f"weights: {weights}")
     if res.consistency:
