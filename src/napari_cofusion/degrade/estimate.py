@@ -80,6 +80,8 @@ class Degradation:
             "kernel": self.kernel.tolist(), "srf": {"name": self.srf_name, "matrix": self.srf.tolist()},
             "residual": self.residual, "psf_estimated": self.psf_estimated, "srf_estimated": self.srf_estimated,
             "hs_wavelengths": self.hs_wavelengths,
+            # why the estimate is doubtful (empty when it is not): recorded in cards and --json
+            "doubts": estimate_doubts(self),
         }
 
 
