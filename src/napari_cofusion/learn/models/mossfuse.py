@@ -261,13 +261,22 @@ class DegradationNet(nn.Module):
         super().__init__()
         self.k = 2 * round(1.5 * scale) + 1
         self.srf_logits = nn.Parameter(torch.full((ms_bands, hs_bands), math.log(math.expm1(1.0 / hs_bands))))
-        self.precision = nn.Parameter(torch.eye(2) * (2.0 / scale))  # 1/σ with σ = s/2
+        # the precision factor M: log of its diagonal (so it stays positive: a real pair such as
+        # Houston 2018 drove a free diagonal to 0, an infinitely wide PSF) and its off-diagonal term
+        self.log_diag = nn.Parameter(torch.full((2,), math.log(2.0 / scale)))  # 1/σ with σ = s/2
+        self.off_diag = nn.Parameter(torch.zeros(()))
 
     def srf(self) -> torch.Tensor:
         return F.softplus(self.srf_logits)
 
+    def precision(self) -> torch.Tensor:
+        """M (2, 2), lower-triangular with a positive diagonal."""
+        d = torch.exp(self.log_diag)
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        return torch.stack([torch.stack([d[0], zero]), torch.stack([self.off_diag, d[1]])])
+
     def psf(self) -> torch.Tensor:
-        M = torch.tril(self.precision)
+        M = self.precision()
         r = torch.arange(self.k, dtype=M.dtype, device=M.device) - self.k // 2
         yy, xx = torch.meshgrid(r, r, indexing="ij")
         z = torch.stack([yy, xx], -1)  # (k, k, 2)
@@ -277,7 +286,7 @@ class DegradationNet(nn.Module):
 
     def sigma(self) -> float:
         """The equivalent isotropic sigma (HR pixels): the square root of the covariance's mean eigenvalue."""
-        M = torch.tril(self.precision.detach()).double()
+        M = self.precision().detach().double()
         cov = torch.linalg.inv(M.T @ M)
         return float(math.sqrt(float(torch.linalg.eigvalsh(cov).mean())))
 
