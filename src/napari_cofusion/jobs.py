@@ -90,18 +90,6 @@ def run_to_end(job: Iterator[JobUpdate]) -> Any:
 
 
 # ---------------------------------------------------------------------------- fusion
-def estimate_for_fusion(lr: Cube, msi: Cube) -> tuple[dict[str, Any], int, dict[str, Any]]:
-    """The PSF (JSON) and phase estimated from the pair, and what to record and tell the user:
-    ``{"psf", "phase", "sigma", "fit_residual", "doubts"}`` (doubts: sentences with the numbers
-    when the estimate is poor, :func:`~napari_cofusion.degrade.estimate.estimate_doubts`)."""
-    from napari_cofusion.degrade.estimate import estimate_degradation, estimate_doubts
-
-    deg = estimate_degradation(lr, msi)
-    info = {"psf": deg.psf, "phase": int(deg.phase), "sigma": deg.sigma, "fit_residual": float(deg.residual),
-            "doubts": estimate_doubts(deg)}
-    return deg.psf, int(deg.phase), info
-
-
 def fusion_job(lr: Cube, msi: Cube, method: str, options: dict[str, Any], cancel: threading.Event,
                poll: float = 0.1) -> Iterator[JobUpdate]:
     """Fuse a pair with :func:`~napari_cofusion.api.fuse`; yields :class:`Tiles` and
@@ -110,9 +98,7 @@ def fusion_job(lr: Cube, msi: Cube, method: str, options: dict[str, Any], cancel
     The method runs in a helper thread so that tile progress (``progress=`` callback, used by
     cofusion) can be yielded as it arrives; between reports the job yields a heartbeat every
     ``poll`` seconds so a quit request acts promptly. Setting ``cancel`` stops tiled inference at
-    the next tile (:class:`~napari_cofusion.core.errors.Cancelled`). ``options["psf"] == "estimate"``
-    estimates the PSF and phase from the pair first (:func:`estimate_for_fusion`; recorded in
-    the result's ``meta["estimate"]``).
+    the next tile (:class:`~napari_cofusion.core.errors.Cancelled`).
     """
     reports: queue.Queue = queue.Queue()
     box: dict[str, Any] = {}
@@ -124,13 +110,7 @@ def fusion_job(lr: Cube, msi: Cube, method: str, options: dict[str, Any], cancel
 
     def target() -> None:
         try:
-            opts = dict(options)
-            estimate = None
-            if opts.get("psf") == "estimate":  # the pair alone: PSF and phase estimated from it
-                opts["psf"], opts["phase"], estimate = estimate_for_fusion(lr, msi)
-            box["result"] = fuse(lr, msi, method, progress=report, **opts)
-            if estimate is not None:
-                box["result"].meta["estimate"] = estimate
+            box["result"] = fuse(lr, msi, method, progress=report, **options)
         except BaseException as exc:  # noqa: BLE001 - handed to the generator, re-raised there
             box["error"] = exc
         finally:

@@ -110,29 +110,22 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     # ENVI is written block by block as the blocks are fused (memory follows the block); other
     # formats are written whole at the end
     streamed = out.suffix.lower() in (".hdr", ".img")
-    psf, phase, estimate = a.psf, None, None
-    if a.psf in ("auto", "estimate"):
-        from napari_cofusion.degrade.estimate import estimate_degradation, estimate_doubts
-
-        deg = estimate_degradation(lr, msi)
-        psf, phase = deg.psf, deg.phase
-        estimate = {"psf": deg.psf, "phase": deg.phase, "fit_residual": deg.residual, "doubts": estimate_doubts(deg)}
-        if not a.json:
-            print(f"estimated from the pair: PSF {deg.psf.get('kind')} sigma {deg.sigma:.3f} px, phase {deg.phase}, "
-                  f"SRF fit residual {deg.residual:.2g}")
-            for doubt in estimate["doubts"]:
-                print(f"warning: {doubt}")
-    res = fuse(lr, msi, a.method, psf=psf, phase=phase, consistency=a.consistency, tile=a.tile,
+    res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, tile=a.tile,
                **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
     if not streamed:
         res.cube.name = out.stem
         write_cube(res.cube, out, overwrite=a.overwrite)
-    weights = res.meta.get("weights")
+    weights, estimate = res.meta.get("weights"), res.meta.get("estimate")
     if a.json:
         _print_json({"method": a.method, "scale": res.scale, "seconds": res.seconds, "out": str(out),
                      "weights": weights, "consistency": res.consistency, "estimate": estimate,
                      "options": _shown_options(res.meta)})
         return 0
+    if estimate:  # --psf auto
+        print(f"estimated from the pair: PSF {estimate['psf'].get('kind')} sigma {estimate['sigma']:.3f} px, "
+              f"phase {estimate['phase']}, SRF fit residual {estimate['fit_residual']:.2g}")
+        for doubt in estimate["doubts"]:
+            print(f"warning: {doubt}")
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
     shown = _shown_options(res.meta)
     if shown:

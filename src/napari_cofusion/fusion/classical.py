@@ -49,6 +49,17 @@ def _weighted_mean(t: torch.Tensor, w: torch.Tensor | None, r: int) -> torch.Ten
     return _box_mean(t * w, r) / _box_mean(w[None], r).clamp_min(1e-12)
 
 
+def _moments(lr: torch.Tensor, ms_lr: torch.Tensor, weight: torch.Tensor | None, r: int) -> tuple[torch.Tensor, ...]:
+    """Window means of the MS and HS bands, (c, h, w) and (C, h, w), and the windows' MS
+    covariance (c, c, h, w) and MS–HS cross-covariance (c, C, h, w) (``r = 0``: the whole frame)."""
+    hw = lr.shape[-2:]
+    mean = lambda t: _weighted_mean(t.reshape(-1, *hw), weight, r).reshape(t.shape)  # noqa: E731
+    mM, mL = mean(ms_lr), mean(lr)
+    MM = mean(torch.einsum("khw,lhw->klhw", ms_lr, ms_lr)) - torch.einsum("khw,lhw->klhw", mM, mM)
+    ML = mean(torch.einsum("khw,bhw->kbhw", ms_lr, lr)) - torch.einsum("khw,bhw->kbhw", mM, mL)
+    return mM, mL, MM, ML
+
+
 def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: float, shrink: float = 0.0,
                      weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel least squares L_b ≈ Σ_k a_kb M̃_k + b_b over (2r+1)² LR windows (a multi-channel
@@ -58,19 +69,13 @@ def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: fl
     centred on them: 0 is the plain local fit, large values the global one). ``weight`` (h, w)
     counts pixels in the fit (0: left out; :func:`select_regularisation` holds pixels out this way)."""
     c = ms_lr.shape[0]
-    hw = lr.shape[-2:]
     r = max(int(radius), 0)
-    mean = lambda t: _weighted_mean(t.reshape(-1, *hw), weight, r).reshape(t.shape)  # noqa: E731
-    mM, mL = mean(ms_lr), mean(lr)
-    MM = mean(torch.einsum("khw,lhw->klhw", ms_lr, ms_lr)) - torch.einsum("khw,lhw->klhw", mM, mM)
-    ML = mean(torch.einsum("khw,bhw->kbhw", ms_lr, lr)) - torch.einsum("khw,bhw->kbhw", mM, mL)
+    mM, mL, MM, ML = _moments(lr, ms_lr, weight, r)
     eye = torch.eye(c, dtype=MM.dtype)[:, :, None, None]
     MM = MM + eps * eye
     if r > 0 and shrink > 0:
-        gmean = lambda t: _weighted_mean(t.reshape(-1, *hw), weight, 0).reshape(t.shape)[..., :1, :1]  # noqa: E731
-        gM, gL = gmean(ms_lr), gmean(lr)
-        gMM = gmean(torch.einsum("khw,lhw->klhw", ms_lr, ms_lr)) - torch.einsum("khw,lhw->klhw", gM, gM) + eps * eye
-        gML = gmean(torch.einsum("khw,bhw->kbhw", ms_lr, lr)) - torch.einsum("khw,bhw->kbhw", gM, gL)
+        _, _, gMM, gML = (t[..., :1, :1] for t in _moments(lr, ms_lr, weight, 0))
+        gMM = gMM + eps * eye
         a_global = torch.linalg.solve(gMM[..., 0, 0], gML[..., 0, 0])  # (c, C)
         ridge = shrink * float(torch.diagonal(gMM[..., 0, 0]).mean())
         MM = MM + ridge * eye
@@ -79,7 +84,7 @@ def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: fl
     b = mL - torch.einsum("kbhw,khw->bhw", a, mM)
     if r == 0:
         return a, b
-    return _box_mean(a.reshape(-1, *hw), r).reshape(a.shape), _box_mean(b, r)
+    return _box_mean(a.reshape(-1, *a.shape[-2:]), r).reshape(a.shape), _box_mean(b, r)
 
 
 #: the (radius, shrink) pairs :func:`select_regularisation` chooses from: the global regression,

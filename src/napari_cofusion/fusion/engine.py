@@ -63,6 +63,23 @@ class FusionResult:
 _DEFAULT_BYTES_PER_PIXEL = lambda C, c: 4.0 * C * 8  # noqa: E731
 
 
+#: ``psf`` values that make :func:`fuse` estimate the PSF and phase from the pair
+ESTIMATE_PSF = ("auto", "estimate")
+
+
+def estimate_psf(lr: Cube, msi: Cube, phase: int | None = None) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """The PSF (JSON) and decimation phase estimated from the pair (the phase too unless given),
+    and what to record and tell the user: ``{"psf", "phase", "sigma", "fit_residual", "doubts"}``
+    (doubts: sentences with the numbers when the estimate is poor,
+    :func:`~napari_cofusion.degrade.estimate.estimate_doubts`)."""
+    from napari_cofusion.degrade.estimate import estimate_degradation, estimate_doubts
+
+    deg = estimate_degradation(lr, msi, phase=phase)
+    info = {"psf": deg.psf, "phase": int(deg.phase), "sigma": deg.sigma, "fit_residual": float(deg.residual),
+            "doubts": estimate_doubts(deg)}
+    return deg.psf, int(deg.phase), info
+
+
 def fuse(
     lr: Cube,
     msi: Cube,
@@ -81,8 +98,9 @@ def fuse(
     """Fuse a pair with a registered method. The scale is inferred from the sizes and checked.
 
     ``psf`` is the blur that relates the LRHSI to the HR scene (default: the ``recipe`` in the
-    LRHSI's metadata when it was simulated, else ``weak``); ``phase`` the decimation phase
-    (default the recipe's, else scale // 2). Learned methods take ``weights=``.
+    LRHSI's metadata when it was simulated, else ``weak``; ``"auto"``: estimated from the pair
+    with the phase, :func:`estimate_psf`, recorded in ``meta["estimate"]``); ``phase`` the
+    decimation phase (default the recipe's, else scale // 2). Learned methods take ``weights=``.
     ``consistency`` ("auto", "on", "off"; default: the method's) projects the result onto the
     observations (:mod:`napari_cofusion.degrade.consistency`); its report is ``FusionResult.consistency``
     and the cube's ``meta["consistency"]``.
@@ -103,6 +121,9 @@ def fuse(
         if lo == hi:
             raise CubeError(f"the {what} '{cube.name}' is constant (every value {lo:g}): there is nothing to fuse")
     recipe = check_recipe(lr.meta.get("recipe"), lr, msi, scale)
+    estimate = None
+    if isinstance(psf, str) and psf.lower() in ESTIMATE_PSF:
+        psf, phase, estimate = estimate_psf(lr, msi, phase)
     if m.defaults is not None and (psf is None or phase is None) and not recipe:
         d = m.defaults(lr, msi, scale, options)
         psf = d.get("psf") if psf is None else psf
@@ -152,6 +173,7 @@ def fuse(
     rep = report.to_json() if (mode != "off" or consistency is not None) else None
     used = m.provenance(lr, msi, scale, options) if m.provenance is not None else {}
     meta = {"method": method, "scale": scale, "psf": psf_obj.to_json(), **used,
+            **({"estimate": estimate} if estimate is not None else {}),
             **({"options": json_safe({k: v for k, v in options.items() if not k.startswith("_")})}
                if m.prepare is not None else {}),
             **({"consistency": rep} if rep else {}), **({"blocks": len(blocks)} if len(blocks) > 1 else {})}

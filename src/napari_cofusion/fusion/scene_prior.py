@@ -60,6 +60,8 @@ DEFAULT_ROUNDS = {2: 15, 4: 15, 8: 40}
 def rounds_for(scale: int) -> int:
     """The default number of rounds at this scale (:data:`DEFAULT_ROUNDS`; 40 above ×8)."""
     return DEFAULT_ROUNDS.get(int(scale), 15 if scale < 4 else 40)
+
+
 #: HR window radius of the guided filter: DC Mall ×4 (4 rounds) radius 1 48.60, 2 48.96; 15
 #: rounds radius 2 / 3: DC Mall 49.17 / 48.93, PaviaU 44.27 / 44.31, Salinas-A 55.51 / 55.63,
 #: Jasper Ridge 40.85 / 40.75
@@ -92,7 +94,7 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
                    options: dict[str, Any]) -> dict[str, Any]:
     """Scene-wide choices, made once before any block: glp-hs's regression, the SRF fitted to the
     pair and its residual, and whether to fall back to glp-hs (the residual is too large)."""
-    opts = prepare_glp_hs(lr, msi, scale, kernel, phase, {k: options[k] for k in ("radius",) if k in options})
+    opts = prepare_glp_hs(lr, msi, scale, kernel, phase, {"radius": options.get("radius", "auto")})
     R, fit = observation_srf(lr, msi, kernel, scale, phase)
     rounds = options.get("rounds", "auto")
     out = {**options, "rounds": rounds_for(scale) if rounds == "auto" else rounds,

@@ -24,13 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_cofusion.core import ops
 from napari_cofusion.core.errors import CubeError
+from napari_cofusion.degrade.simulate import PSF
 from napari_cofusion.learn.models.mossfuse import MossFuse, MossFuseConfig, decoupling_loss
 
-__all__ = ["FitConfig", "MossFuseReport", "fit_pair", "fuse_with", "degrade_with", "base_cube"]
+__all__ = ["FitConfig", "MossFuseReport", "fit_pair", "fuse_with", "base_cube"]
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,6 @@ class MossFuseReport:
         return asdict(self)
 
 
-def degrade_with(x: torch.Tensor, psf: torch.Tensor, scale: int, phase: int) -> torch.Tensor:
-    """``ops.degrade`` with a kernel that carries gradients: (B, C, H, W) → (B, C, h, w)."""
-    k = psf.shape[-1]
-    xp = ops._pad_reflect(x, k // 2, k // 2)[..., phase:, phase:]
-    w = torch.flip(psf, (0, 1)).expand(x.shape[1], 1, k, k)
-    out = F.conv2d(xp, w, groups=x.shape[1], stride=scale)
-    return out[..., : len(range(phase, x.shape[-2], scale)), : len(range(phase, x.shape[-1], scale))]
-
-
 def base_cube(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, base: str, kernel: np.ndarray | None = None) -> torch.Tensor:
     """The cube the network corrects, (1, C, H, W): the upsampled LRHSI or glp-hs's fusion (with
     ``kernel``, the PSF the pair was estimated to have; default the wald preset)."""
@@ -98,8 +89,7 @@ def base_cube(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, base: str
     from napari_cofusion.fusion.classical import glp_hs
 
     if kernel is None:
-        sigma = ops.gaussian_sigma_wald(scale)
-        kernel = ops.gaussian_kernel(2 * int(np.ceil(3 * sigma)) + 1, sigma)
+        kernel = PSF(kind="wald").kernel(scale)
     z = glp_hs(np.ascontiguousarray(lr, dtype=np.float32), np.ascontiguousarray(msi, dtype=np.float32), scale, kernel,
                phase, radius="auto")
     return torch.from_numpy(np.clip(z, 0.0, 1.0).astype(np.float32))[None]
@@ -127,7 +117,7 @@ def fit_pair(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, cfg: FitCo
     opt_deg = torch.optim.Adam(deg.parameters(), lr=1e-2)
 
     def degradation_step() -> float:
-        loss = (torch.einsum("mc,bchw->bmhw", deg.srf(), L) - degrade_with(M, deg.psf(), scale, phase)).abs().mean()
+        loss = (torch.einsum("mc,bchw->bmhw", deg.srf(), L) - ops.degrade(M, deg.psf(), scale, phase)).abs().mean()
         opt_deg.zero_grad()
         loss.backward()
         opt_deg.step()
@@ -155,10 +145,10 @@ def fit_pair(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, cfg: FitCo
         out = model(mb, ub)
         X = out["fused"]
         terms = {
-            "lr": (degrade_with(X, B, scale, phase) - lb).abs().mean(),
+            "lr": (ops.degrade(X, B, scale, phase) - lb).abs().mean(),
             "msi": (torch.einsum("mc,bchw->bmhw", R, X) - mb).abs().mean(),
             "decoupling": decoupling_loss(out["ms_shared"], out["ms_comp"], out["hs_shared"], out["hs_comp"]),
-            "self": (out["msi_rec"] - mb).abs().mean() + (degrade_with(out["hsi_rec"], B, scale, phase) - lb).abs().mean(),
+            "self": (out["msi_rec"] - mb).abs().mean() + (ops.degrade(out["hsi_rec"], B, scale, phase) - lb).abs().mean(),
         }
         loss = terms["lr"] + terms["msi"] + cfg.decoupling * terms["decoupling"] + cfg.self_supervised * terms["self"]
         opt.zero_grad()

@@ -123,7 +123,7 @@ class RunPanel(QGroupBox):
             lr_layer, msi_layer = state.pair.lr, state.pair.msi
             options: dict[str, Any] = {"consistency": self.consistency_combo.currentText()}
             if self.fuse_psf_combo.currentText() == PSF_ESTIMATE:
-                options["psf"] = "estimate"
+                options["psf"] = "auto"  # fuse estimates it and records meta["estimate"]
             meta: dict[str, Any] = {"inputs": [lr_layer.name, msi_layer.name]}
             if api.get_method(method).needs_weights:
                 options["device"] = state.device
