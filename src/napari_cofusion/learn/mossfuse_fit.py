@@ -79,9 +79,11 @@ class MossFuseReport:
         return asdict(self)
 
 
-def base_cube(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, base: str, kernel: np.ndarray | None = None) -> torch.Tensor:
+def base_cube(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, base: str, kernel: np.ndarray | None = None,
+              radius: "int | str" = "auto", shrink: float = 0.0) -> torch.Tensor:
     """The cube the network corrects, (1, C, H, W): the upsampled LRHSI or glp-hs's fusion (with
-    ``kernel``, the PSF the pair was estimated to have; default the wald preset)."""
+    ``kernel``, the PSF the pair was estimated to have, default the wald preset; and the
+    regression ``radius`` / ``shrink``, default chosen from the pair)."""
     H, W = msi.shape[-2:]
     if base == "bicubic":
         with torch.inference_mode():
@@ -91,16 +93,17 @@ def base_cube(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, base: str
     if kernel is None:
         kernel = PSF(kind="wald").kernel(scale)
     z = glp_hs(np.ascontiguousarray(lr, dtype=np.float32), np.ascontiguousarray(msi, dtype=np.float32), scale, kernel,
-               phase, radius="auto")
+               phase, radius=radius, shrink=shrink)
     return torch.from_numpy(np.clip(z, 0.0, 1.0).astype(np.float32))[None]
 
 
 def fit_pair(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, cfg: FitConfig | None = None,
              progress: Callable[[int, int, float], Any] | None = None,
-             kernel: np.ndarray | None = None) -> tuple[MossFuse, MossFuseReport, torch.Tensor]:
+             kernel: np.ndarray | None = None, radius: "int | str" = "auto",
+             shrink: float = 0.0) -> tuple[MossFuse, MossFuseReport, torch.Tensor]:
     """Train a new MossFuse on (lr (C, h, w), msi (c, H, W)). ``progress(step, total, loss)``
     after each step (a generator wrapper may raise there to cancel). ``kernel``: the PSF for
-    glp-hs's base (the network learns its own). Returns the model (eval mode), the report and the
+    glp-hs's base (the network learns its own), ``radius`` / ``shrink`` its regression. Returns the model (eval mode), the report and the
     base cube (1, C, H, W) it corrects."""
     cfg = (cfg or FitConfig()).check()
     C, h, w = lr.shape
@@ -112,7 +115,7 @@ def fit_pair(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, cfg: FitCo
     model = MossFuse(MossFuseConfig(hs_bands=C, ms_bands=c, scale=scale, width=cfg.width, blocks=cfg.blocks, phase=phase))
     L = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None]
     M = torch.from_numpy(np.ascontiguousarray(msi, dtype=np.float32))[None]
-    U = base_cube(lr, msi, scale, phase, cfg.base, kernel)
+    U = base_cube(lr, msi, scale, phase, cfg.base, kernel, radius, shrink)
     deg = model.degradation
     opt_deg = torch.optim.Adam(deg.parameters(), lr=1e-2)
 
@@ -177,20 +180,33 @@ def fuse_with(model: MossFuse, msi: np.ndarray, base: torch.Tensor) -> np.ndarra
 # ---------------------------------------------------------------------------- the registered method
 def prepare_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
                      options: dict[str, Any]) -> dict[str, Any]:
-    """Train on the whole pair once, before any block (every block then uses the same network);
-    the learned PSF/SRF and the losses go to the result's metadata."""
+    """Train on the whole pair once, before any block (every block then uses the same network and
+    glp-hs's regression chosen for the scene); the learned PSF/SRF and the losses go to the
+    result's metadata. The base cube of the whole frame is handed on (``_base``) so that a
+    whole-frame run does not compute glp-hs again."""
+    from napari_cofusion.fusion.classical import prepare_glp_hs
+
     cfg = FitConfig(**{k: options[k] for k in ("steps", "degradation_steps", "seed", "base") if k in options})
-    model, report, _ = fit_pair(lr, msi, scale, phase, cfg, kernel=kernel)
-    return {**options, "_model": model, "report": report.to_json()}
+    radius, shrink = options.get("radius", "auto"), options.get("shrink", 0.0)
+    if cfg.base == "glp-hs":
+        glp = prepare_glp_hs(lr, msi, scale, kernel, phase, {"radius": radius})
+        radius, shrink = glp["radius"], glp.get("shrink", shrink)
+    model, report, U = fit_pair(lr, msi, scale, phase, cfg, kernel=kernel, radius=radius, shrink=shrink)
+    return {**options, "radius": radius, "shrink": shrink, "_model": model, "_base": U, "report": report.to_json()}
 
 
 def run_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int, _model: MossFuse | None = None,
                  steps: int = FitConfig.steps, degradation_steps: int = FitConfig.degradation_steps, seed: int = 0,
-                 base: str = "glp-hs", **_: Any) -> np.ndarray:
+                 base: str = "glp-hs", radius: "int | str" = "auto", shrink: float = 0.0,
+                 _base: torch.Tensor | None = None, **_: Any) -> np.ndarray:
     if _model is None:  # called directly, not through fuse: train on this pair
-        opts = {"steps": steps, "degradation_steps": degradation_steps, "seed": seed, "base": base}
-        _model = prepare_mossfuse(lr, msi, scale, kernel, phase, opts)["_model"]
-    return fuse_with(_model, msi, base_cube(lr, msi, scale, phase, base, kernel))
+        opts = {"steps": steps, "degradation_steps": degradation_steps, "seed": seed, "base": base, "radius": radius,
+                "shrink": shrink}
+        prepared = prepare_mossfuse(lr, msi, scale, kernel, phase, opts)
+        _model, _base, radius, shrink = prepared["_model"], prepared["_base"], prepared["radius"], prepared["shrink"]
+    if _base is None or _base.shape[-2:] != msi.shape[-2:]:  # a block of a block-wise run
+        _base = base_cube(lr, msi, scale, phase, base, kernel, radius, shrink)
+    return fuse_with(_model, msi, _base)
 
 
 def _register() -> None:
