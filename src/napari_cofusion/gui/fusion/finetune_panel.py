@@ -52,7 +52,7 @@ class _DeferredPlan:
 #: shown when the pair has no reference layer: what measured best without one
 PAIR_ONLY_HINT = ("No reference layer: a scene-only fine-tune gained +0.01 to +0.07 dB over glp-hs in the "
                   "benchmarks; the Run panel's pnp-gf (PSF estimated from the pair) gained +1.0 dB at ×4 and "
-                  "+0.4 at ×8 on average, with no training. Fine-tune here to get weights you can reuse.")
+                  "+0.6 at ×8 on average, with no training. Fine-tune here to get weights you can reuse.")
 
 
 class FinetunePanel(QGroupBox):
