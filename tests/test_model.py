@@ -211,8 +211,10 @@ def test_shipped_weights_lookup_by_band_counts(tmp_path, monkeypatch):
     assert shipped_weights_dir() == tmp_path
     assert find_weights(6, 3, 4).name == "six.safetensors"
     assert resolve_weights("six", 6, 3, 4).name == "six.safetensors"
-    with pytest.raises(WeightsError, match=r"no shipped weights for 48 HS bands.*six \(6 HS / 3 MS bands, ×4\)"):
+    with pytest.raises(WeightsError, match=r"no shipped cofusion weights for 48 HS bands.*six \(cofusion, 6 HS / 3 MS bands, ×4\)"):
         find_weights(48, 3, 4)
+    with pytest.raises(WeightsError, match=r"no shipped csakd weights for 6 HS bands"):
+        find_weights(6, 3, 4, architecture="csakd")  # another architecture's weights are not taken
     with pytest.raises(WeightsError, match="not found"):
         resolve_weights("nope", 6, 3, 4)
 

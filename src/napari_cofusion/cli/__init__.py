@@ -7,6 +7,7 @@ Commands:
 * ``evaluate`` - quality metrics of a fused cube (full-reference, or no-reference from the pair);
 * ``demo`` - simulate a pair from the bundled CAVE crop, fuse it, print the metrics;
 * ``train`` - train CoFusion on a folder of reference scenes (:mod:`napari_cofusion.learn.train_folder`);
+* ``distill`` - distil a CoFusion teacher into the fast CSAKD student (:mod:`napari_cofusion.learn.distill`);
 * ``estimate`` - estimate the PSF and the SRF from an LRHSI/HRMSI pair;
 * ``finetune`` - fine-tune CoFusion on a pair that has no reference (self-supervised);
 * ``gui`` - open napari with the plugin's widgets docked and a sample or your files loaded.
@@ -98,20 +99,76 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fuse_many(a: argparse.Namespace, opts: dict[str, Any]) -> int:
+    """``fuse --pairs``: every pair of a folder or list, one dask task each."""
+    from napari_cofusion.fusion.scaleout import find_pairs, fuse_many
+
+    if a.lr or a.msi or a.recipe:
+        raise CubeError("--pairs fuses the pairs it finds: leave out --lr, --msi and --recipe")
+    jobs = find_pairs(a.pairs)
+    out = Path(a.out)
+    if not out.is_dir():
+        raise CubeError(f"{out}: with --pairs, --out is an existing folder")
+    if not a.json:
+        print(f"[fuse] {len(jobs)} pairs, {a.method}, {a.workers or 1} worker(s)"
+              + (f" on {a.scheduler}" if a.scheduler else ""), flush=True)
+
+    def show(row: dict[str, Any]) -> None:
+        if a.json:
+            return
+        if row["error"]:
+            print(f"[fuse] {row['name']}: error: {row['error']}", flush=True)
+        else:
+            print(f"[fuse] {row['name']}: {row['seconds']:.2f} s -> {row['out']}", flush=True)
+
+    import time
+
+    t0 = time.perf_counter()
+    rows = fuse_many(jobs, out, a.method, fmt=a.format, scheduler=a.scheduler, workers=a.workers,
+                     overwrite=a.overwrite, progress=show, psf=a.psf, consistency=a.consistency, tile=a.tile, **opts)
+    wall = time.perf_counter() - t0
+    failed = [r for r in rows if r["error"]]
+    if a.json:
+        _print_json({"method": a.method, "pairs": rows, "seconds": wall, "failed": len(failed)})
+    else:
+        print(f"[fuse] {len(rows) - len(failed)} of {len(rows)} pairs fused in {wall:.1f} s "
+              f"({len(rows) / wall * 60:.1f} pairs a minute)", flush=True)
+    if failed:
+        raise CubeError(f"{len(failed)} of {len(rows)} pairs failed: " + "; ".join(f"{r['name']}: {r['error']}"
+                                                                              for r in failed))
+    return 0
+
+
 def _cmd_fuse(a: argparse.Namespace) -> int:
     from napari_cofusion.api import fuse, write_cube
+    from napari_cofusion.core.io.zarr import is_zarr_path
     from napari_cofusion.degrade.consistency import describe_consistency
     from napari_cofusion.degrade.simulate import read_pair
 
-    out = Path(a.out)
-    _check_out(out, a.overwrite)
-    lr, msi = read_pair(a.lr, a.msi, a.recipe)
     opts = {k: v for k, v in (("weights", a.weights), ("device", a.device)) if v}
-    # ENVI is written block by block as the blocks are fused (memory follows the block); other
-    # formats are written whole at the end
-    streamed = out.suffix.lower() in (".hdr", ".img")
-    res = fuse(lr, msi, a.method, psf=a.psf, consistency=a.consistency, tile=a.tile,
-               **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
+    if a.pairs:
+        return _cmd_fuse_many(a, opts)
+    if not (a.lr and a.msi):
+        raise CubeError("give --lr and --msi (one pair), or --pairs (many)")
+    out = Path(a.out)
+    zarr_out = is_zarr_path(out)
+    if zarr_out:
+        if out.exists() and not a.overwrite:
+            raise CubeError(f"{out}: already exists; choose another name (or --overwrite)")
+    else:
+        _check_out(out, a.overwrite)
+    lr, msi = read_pair(a.lr, a.msi, a.recipe)
+    # ENVI and zarr are written block by block as the blocks are fused (memory follows the
+    # block); other formats are written whole at the end
+    streamed = out.suffix.lower() in (".hdr", ".img") or zarr_out
+    common = dict(psf=a.psf, consistency=a.consistency, tile=a.tile,
+                  **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
+    if a.scheduler or a.workers or zarr_out:  # the blocks as dask tasks
+        from napari_cofusion.fusion.scaleout import fuse_dask
+
+        res = fuse_dask(lr, msi, a.method, scheduler=a.scheduler, workers=a.workers, **common)
+    else:
+        res = fuse(lr, msi, a.method, **common)
     if not streamed:
         res.cube.name = out.stem
         write_cube(res.cube, out, overwrite=a.overwrite)
@@ -232,6 +289,43 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_distill(a: argparse.Namespace) -> int:
+    """Distil a CoFusion teacher into the CSAKD student on CAVE-style scenes; write weights + card."""
+    import json
+    import time
+
+    from napari_cofusion.learn import distill, train_folder
+    from napari_cofusion.learn.device import device_name, resolve_device, set_threads
+
+    threads = set_threads(a.threads)
+    device = resolve_device(a.device)
+    tr, va = train_folder.split_scenes(a.data, a.val, a.train_scenes)
+    out = _weights_out(a.out, a.overwrite)
+    try:
+        student = json.loads(a.student) if a.student else None
+    except json.JSONDecodeError as exc:
+        raise CubeError(f"--student is not a JSON object ({exc})") from None
+    print(f"[distill] {len(tr)} training and {len(va)} validation scenes, {a.protocol}, {threads} threads", flush=True)
+    t0 = time.perf_counter()
+    cfg = train_folder.training_config(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, seed=a.seed,
+                                       val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup)
+    variants = distill.VARIANTS[: a.variants] if a.variants <= 4 else train_folder.DIHEDRAL[: a.variants]
+    run = distill.prepare_distillation(a.data, tr, va, a.protocol, cfg, a.teacher, student=student, crop=a.crop,
+                                       variants=variants, workers=a.workers, kd_weight=a.kd_weight,
+                                       sam_weight=a.sam_weight, log=lambda m: print(f"[distill] {m}", flush=True))
+    print(f"[distill] ready in {time.perf_counter() - t0:.0f} s; student {run.model.n_params():,} parameters; "
+          f"{run.config}", flush=True)
+    dev_name = device_name(device)
+    last = _train_loop("distill", run.loop(a.ckpt_dir, a.resume, device), a.log_every)
+    paths, card = run.save(out, last, threads, dev_name, overwrite=a.overwrite)
+    print(f"[distill] wrote {paths[0]} and {paths[1]}", flush=True)
+    v, t = card["validation"], card["teacher"]["validation"]
+    if v and t:
+        print(f"[distill] best validation: PSNR {v['psnr']:.3f} SAM {v['sam']:.3f} "
+              f"(teacher: PSNR {t['psnr']:.3f} SAM {t['sam']:.3f})", flush=True)
+    return 0
+
+
 def _cmd_estimate(a: argparse.Namespace) -> int:
     import numpy as np
 
@@ -344,9 +438,19 @@ def build_parser() -> argparse.ArgumentParser:
     _out_args(s, "folder to write lr, msi, ref (in --format) and recipe.json to")
     s.set_defaults(func=_cmd_simulate)
 
-    f = sub.add_parser("fuse", help="fuse an LRHSI with an HRMSI")
-    _pair_args(f)
-    f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion (see --list-methods)")
+    f = sub.add_parser("fuse", help="fuse an LRHSI with an HRMSI, or many pairs (--pairs)")
+    _pair_args(f, required=False, why=" (or --pairs)")
+    f.add_argument("--pairs", default=None, metavar="FOLDER|LIST",
+                   help="many pairs: a folder of pair folders (lr.* and msi.*, as simulate writes them) or a text "
+                        "file of 'LRHSI HRMSI [NAME]' lines; --out is then a folder, one NAME.FORMAT per pair")
+    f.add_argument("--format", default=".hdr", choices=[".hdr", ".tif", ".npy", ".zarr"],
+                   help="output format of --pairs (default .hdr)")
+    f.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on dask: threads (local, the default with --workers), synchronous, processes (--pairs), "
+                        "or a dask.distributed scheduler address tcp://HOST:PORT")
+    f.add_argument("--workers", type=int, default=None,
+                   help="dask workers on this machine (threads for a scene's blocks, processes for --pairs)")
+    f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion | csakd (see --list-methods)")
     f.add_argument("--list-methods", action=_ListMethods, help="list the fusion methods and exit")
     f.add_argument("--weights", default=None, help="weights name in weights/ or a .safetensors path (learned methods)")
     f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak); "
@@ -359,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tile", type=int, default=None,
                    help="fuse in blocks of this many HR pixels a side (default: the whole scene when it fits "
                         "NAPARI_COFUSION_MEMORY_MB, else blocks sized from it)")
-    _out_args(f, "the fused cube to write (.hdr: written block by block; .tif, .npy, .npz)")
+    _out_args(f, "the fused cube to write (.hdr or .zarr: written block by block; .tif, .npy, .npz); with --pairs "
+                 "a folder")
     f.add_argument("--json", action="store_true", help=JSON_HELP + " (method, scale, seconds, weights, consistency)")
     f.set_defaults(func=_cmd_fuse)
 
@@ -393,6 +498,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
     _out_args(t, "weights path without extension (NAME.safetensors + NAME.json)")
     t.set_defaults(func=_cmd_train)
+
+    k = sub.add_parser("distill", help="distil a CoFusion teacher into the fast CSAKD student")
+    k.add_argument("--data", required=True, help="folder of scene folders (e.g. ../shared/data/cave)")
+    k.add_argument("--protocol", default="cave-x4", choices=protocols)
+    k.add_argument("--teacher", default=None, help="CoFusion weights name or path (default: the shipped ones)")
+    k.add_argument("--student", default=None, metavar="JSON", help='student configuration, e.g. \'{"width": 48}\'')
+    k.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
+    k.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
+    k.add_argument("--steps", type=int, default=4000)
+    k.add_argument("--batch", type=int, default=8)
+    k.add_argument("--patch", type=int, default=128)
+    _run_args(k, 4e-4, "peak learning rate")
+    k.add_argument("--warmup", type=int, default=200, help="warm-up steps (at most a tenth of --steps)")
+    k.add_argument("--kd-weight", type=float, default=0.1, help="weight of L1(student, teacher)")
+    k.add_argument("--sam-weight", type=float, default=0.1, help="weight of the spectral angle (radians)")
+    k.add_argument("--variants", type=int, default=4, choices=range(1, 9), metavar="1-8",
+                   help="dihedral variants of each training scene (4: about 6 GB for the 18 CAVE scenes)")
+    k.add_argument("--crop", type=int, default=None, help="crop scenes to this size (quick runs)")
+    k.add_argument("--val-every", type=int, default=250)
+    k.add_argument("--ckpt-every", type=int, default=50)
+    k.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
+    k.add_argument("--resume", action="store_true")
+    k.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
+    _out_args(k, "weights path without extension (NAME.safetensors + NAME.json)")
+    k.set_defaults(func=_cmd_distill)
 
     d = sub.add_parser("demo", help="simulate a pair from the bundled CAVE crop, fuse it, print the metrics")
     d.add_argument("--protocol", default="cave-x4", choices=protocols)

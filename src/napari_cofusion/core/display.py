@@ -148,9 +148,17 @@ def percentile_limits(data: Any, low: float = 1.0, high: float = 99.0, max_sampl
     there); a flat or empty image gets (v, v + 1e-6), never an empty range."""
     shape = tuple(int(n) for n in getattr(data, "shape", np.shape(data)))
     if len(shape) >= 2:
+        lead = ()
+        if len(shape) == 3 and not isinstance(data, np.ndarray) and shape[0] > 3:
+            # a lazy cube (dask over zarr, one band per chunk): three bands, not a read of every band
+            bstep = -(-shape[0] // 3)
+            lead = (slice(None, None, bstep),)
+            shape = (len(range(0, shape[0], bstep)),) + shape[1:]
         n = int(np.prod(shape))
         step = max(1, int(np.ceil(np.sqrt(n / max(1, max_samples)))))
-        sample = np.asarray(data[(Ellipsis, slice(None, None, step), slice(None, None, step))], dtype=np.float64)
+        sample = np.asarray(data[(*lead, Ellipsis, slice(None, None, step), slice(None, None, step))]
+                            if lead else data[(Ellipsis, slice(None, None, step), slice(None, None, step))],
+                            dtype=np.float64)
     else:
         sample = np.asarray(data, dtype=np.float64)
     finite = sample[np.isfinite(sample)]

@@ -123,13 +123,17 @@ def iter_extended(lr: np.ndarray, msi: np.ndarray, blocks: list[Block], scale: i
 
 
 def run_blocks(step: Callable[[Block, np.ndarray, np.ndarray], np.ndarray], lr: np.ndarray, msi: np.ndarray,
-               scale: int, blocks: list[Block], sink: Sink, progress: Callable[[int, int], Any] | None = None) -> None:
-    """``step(block, lr_ext, msi_ext) -> (C, eh, ew)`` on every block; the interiors go to ``sink``.
-    ``progress(done, total)`` after each block (it may raise to stop)."""
+               scale: int, blocks: list[Block], sink: Sink, progress: Callable[[int, int], Any] | None = None,
+               interior: bool = False) -> None:
+    """``step(block, lr_ext, msi_ext) -> (C, eh, ew)`` on every block (its interior only, (C, y1−y0,
+    x1−x0), with ``interior``); the interiors go to ``sink``. ``progress(done, total)`` after each
+    block (it may raise to stop)."""
     for i, (b, lr_b, ms_b) in enumerate(iter_extended(lr, msi, blocks, scale)):
         out = step(b, lr_b, ms_b)
-        iy, ix = b.interior_in_extended()
-        sink.write(b, np.asarray(out[:, iy, ix], dtype=np.float32))
+        if not interior:
+            iy, ix = b.interior_in_extended()
+            out = out[:, iy, ix]
+        sink.write(b, np.asarray(out, dtype=np.float32))
         del out, lr_b, ms_b
         if len(blocks) > 1:
             release_free_memory()

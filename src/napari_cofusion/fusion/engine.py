@@ -15,13 +15,15 @@ import numpy as np
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io.common import json_safe
-from napari_cofusion.degrade.consistency import ConsistencyReport, decide, edge_weight, mismatch_terms, project_observations, ratios
+from napari_cofusion.degrade.consistency import (
+    ConsistencyReport, decide, edge_weight, mismatch_terms, project_observations, ratios,
+)
 from napari_cofusion.degrade.simulate import PSF
 from napari_cofusion.fusion.blocks import ArraySink, Block, block_side, memory_budget, plan_blocks, run_blocks
 from napari_cofusion.fusion.pair import check_pair, check_recipe
 from napari_cofusion.fusion.registry import FusionMethod, get_method, iter_methods
 
-__all__ = ["fuse", "FusionResult", "accepted_options", "check_options"]
+__all__ = ["fuse", "plan_fusion", "FusionPlan", "FusionResult", "finish", "accepted_options", "check_options"]
 
 
 _CALL = ("lr", "msi", "scale", "kernel", "phase")
@@ -80,6 +82,119 @@ def estimate_psf(lr: Cube, msi: Cube, phase: int | None = None) -> tuple[dict[st
     return deg.psf, int(deg.phase), info
 
 
+@dataclass
+class FusionPlan:
+    """Everything :func:`fuse` decides for a pair before it fuses a block: the method and its
+    (prepared) options, the PSF kernel and phase, the blocks, and the data-consistency step's
+    scene-wide part (the SRF ``R`` or None, the edge map ``amp``). :meth:`block` fuses one block;
+    the serial loop of :func:`fuse` and the dask graph of :mod:`napari_cofusion.fusion.scaleout`
+    both call it."""
+
+    method: FusionMethod
+    scale: int
+    kernel: np.ndarray
+    phase: int
+    psf: PSF
+    mode: str
+    clip: bool
+    explicit_consistency: bool
+    options: dict[str, Any]
+    blocks: list[Block]
+    R: np.ndarray | None
+    report: ConsistencyReport
+    amp: np.ndarray | None
+    estimate: dict[str, Any] | None
+
+    def block(self, b: Block, lr_b: np.ndarray, ms_b: np.ndarray, amp_b: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Fuse one block's extended area: (its interior (C, y1−y0, x1−x0) float32, the consistency
+        step's mismatch terms before/after (2, 4), zeros without the step). ``amp_b``: the edge
+        map over the extended area (default: cut from the plan's)."""
+        s, ph, kernel, R = self.scale, self.phase, self.kernel, self.R
+        z = self.method.run(lr_b, ms_b, scale=s, kernel=kernel, phase=ph, **self.options)
+        if self.mode != "off" or self.explicit_consistency:
+            z = np.clip(z, 0.0, 1.0)
+        terms = np.zeros((2, 4))
+        (iy, ix) = b.interior_in_extended()
+        if R is not None:
+            if amp_b is None:
+                hy, hx = b.hr_slices()
+                amp_b = self.amp[hy, hx]
+            ly, lx = slice(iy.start // s, iy.stop // s), slice(ix.start // s, ix.stop // s)
+            terms[0] = mismatch_terms(z, lr_b, ms_b, kernel, s, ph, R, (ly, lx), (iy, ix))
+            z = project_observations(z, lr_b, ms_b, kernel, s, ph, R, amp=amp_b)
+            terms[1] = mismatch_terms(z, lr_b, ms_b, kernel, s, ph, R, (ly, lx), (iy, ix))
+        z = np.clip(z, 0.0, 1.0) if self.clip else z
+        return np.asarray(z[:, iy, ix], dtype=np.float32), terms
+
+    def consistency(self, terms: np.ndarray) -> dict[str, Any] | None:
+        """The step's report with the mismatches summed over the blocks (None when it was not asked for)."""
+        report = self.report
+        if self.R is not None:
+            (b0, b1), (a0, a1) = ratios(terms[0]), ratios(terms[1])
+            report = ConsistencyReport(self.mode, True, report.fit_residual, "projected", b0, a0, b1, a1)
+        return report.to_json() if (self.mode != "off" or self.explicit_consistency) else None
+
+    def meta(self, lr: Cube, msi: Cube, rep: dict[str, Any] | None) -> dict[str, Any]:
+        """What the result records: method, scale, PSF, weights, estimate, options, consistency, blocks."""
+        m = self.method
+        used = m.provenance(lr, msi, self.scale, self.options) if m.provenance is not None else {}
+        return {"method": m.name, "scale": self.scale, "psf": self.psf.to_json(), **used,
+                **({"estimate": self.estimate} if self.estimate is not None else {}),
+                **({"options": json_safe({k: v for k, v in self.options.items() if not k.startswith("_")})}
+                   if m.prepare is not None else {}),
+                **({"consistency": rep} if rep else {}),
+                **({"blocks": len(self.blocks)} if len(self.blocks) > 1 else {})}
+
+
+def plan_fusion(
+    lr: Cube,
+    msi: Cube,
+    method: str = "glp-hs",
+    psf: "str | PSF | dict | None" = None,
+    phase: int | None = None,
+    clip: bool = True,
+    consistency: str | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    **options: Any,
+) -> FusionPlan:
+    """Check the pair and the options and make the scene-wide choices (:func:`fuse`'s arguments)."""
+    m = get_method(method)
+    scale = check_pair(lr, msi)
+    check_options(m, options)
+    for what, cube in (("LRHSI", lr), ("HRMSI", msi)):
+        lo, hi = float(cube.data.min()), float(cube.data.max())
+        if lo == hi:
+            raise CubeError(f"the {what} '{cube.name}' is constant (every value {lo:g}): there is nothing to fuse")
+    recipe = check_recipe(lr.meta.get("recipe"), lr, msi, scale)
+    estimate = None
+    if isinstance(psf, str) and psf.lower() in ESTIMATE_PSF:
+        psf, phase, estimate = estimate_psf(lr, msi, phase)
+    if m.defaults is not None and (psf is None or phase is None) and not recipe:
+        d = m.defaults(lr, msi, scale, options)
+        psf = d.get("psf") if psf is None else psf
+        phase = d.get("phase") if phase is None else phase
+    if psf is None:
+        psf = recipe.get("psf", "weak")
+    if phase is None:
+        phase = recipe.get("phase")
+    ph = scale // 2 if phase is None else phase
+    if isinstance(ph, bool) or not isinstance(ph, (int, np.integer)) or not 0 <= ph < scale:
+        raise CubeError(f"decimation phase {ph!r} must be a whole number in [0, {scale}) at ×{scale}")
+    ph = int(ph)
+    psf_obj = PSF.parse(psf)
+    kernel = psf_obj.kernel(scale)
+    mode = m.consistency if consistency is None else consistency
+    if m.prepare is not None:
+        options = m.prepare(lr.data, msi.data, scale, kernel, ph, dict(options))
+    blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
+    R, report = decide(lr.data, msi.data, kernel, scale, ph, mode)
+    amp = edge_weight(msi.data) if R is not None else None
+    return FusionPlan(m, scale, kernel, ph, psf_obj, mode, clip, consistency is not None, dict(options), blocks, R,
+                      report, amp, estimate)
+
+
 def fuse(
     lr: Cube,
     msi: Cube,
@@ -111,78 +226,42 @@ def fuse(
     method's reach (:mod:`napari_cofusion.fusion.blocks`); the consistency step runs per block too.
     ``out`` (an ENVI ``.hdr`` path) writes the result block by block to that file instead of
     returning it in memory (``FusionResult.cube`` is then None). ``progress(done, total)`` is
-    called after each block.
+    called after each block. (Blocks on dask workers, and many pairs:
+    :mod:`napari_cofusion.fusion.scaleout`.)
     """
-    m = get_method(method)
-    scale = check_pair(lr, msi)
-    check_options(m, options)
-    for what, cube in (("LRHSI", lr), ("HRMSI", msi)):
-        lo, hi = float(cube.data.min()), float(cube.data.max())
-        if lo == hi:
-            raise CubeError(f"the {what} '{cube.name}' is constant (every value {lo:g}): there is nothing to fuse")
-    recipe = check_recipe(lr.meta.get("recipe"), lr, msi, scale)
-    estimate = None
-    if isinstance(psf, str) and psf.lower() in ESTIMATE_PSF:
-        psf, phase, estimate = estimate_psf(lr, msi, phase)
-    if m.defaults is not None and (psf is None or phase is None) and not recipe:
-        d = m.defaults(lr, msi, scale, options)
-        psf = d.get("psf") if psf is None else psf
-        phase = d.get("phase") if phase is None else phase
-    if psf is None:
-        psf = recipe.get("psf", "weak")
-    if phase is None:
-        phase = recipe.get("phase")
-    ph = scale // 2 if phase is None else phase
-    if isinstance(ph, bool) or not isinstance(ph, (int, np.integer)) or not 0 <= ph < scale:
-        raise CubeError(f"decimation phase {ph!r} must be a whole number in [0, {scale}) at ×{scale}")
-    ph = int(ph)
-    psf_obj = PSF.parse(psf)
-    kernel = psf_obj.kernel(scale)
-    mode = m.consistency if consistency is None else consistency
     t0 = time.perf_counter()
-    if m.prepare is not None:
-        options = m.prepare(lr.data, msi.data, scale, kernel, ph, dict(options))
-    blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
+    plan = plan_fusion(lr, msi, method, psf, phase, clip, consistency, tile, overlap, **options)
     sink = _sink(out, lr.bands, msi.spatial_shape, overwrite)
-    R, report = decide(lr.data, msi.data, kernel, scale, ph, mode)
-    amp = edge_weight(msi.data) if R is not None else None
     terms = np.zeros((2, 4))
 
     def step(b: Block, lr_b: np.ndarray, ms_b: np.ndarray) -> np.ndarray:
-        z = m.run(lr_b, ms_b, scale=scale, kernel=kernel, phase=ph, **options)
-        if mode != "off" or consistency is not None:
-            z = np.clip(z, 0.0, 1.0)
-        if R is not None:
-            (iy, ix), hr = b.interior_in_extended(), b.hr_slices()
-            ly, lx = slice(iy.start // scale, iy.stop // scale), slice(ix.start // scale, ix.stop // scale)
-            terms[0] += mismatch_terms(z, lr_b, ms_b, kernel, scale, ph, R, (ly, lx), (iy, ix))
-            z = project_observations(z, lr_b, ms_b, kernel, scale, ph, R, amp=amp[hr[0], hr[1]])
-            terms[1] += mismatch_terms(z, lr_b, ms_b, kernel, scale, ph, R, (ly, lx), (iy, ix))
-        return np.clip(z, 0.0, 1.0) if clip else z
+        z, t = plan.block(b, lr_b, ms_b)
+        terms[:] += t
+        return z
 
     try:
-        run_blocks(step, lr.data, msi.data, scale, blocks, sink, progress)
+        run_blocks(step, lr.data, msi.data, plan.scale, plan.blocks, sink, progress, interior=True)
     except BaseException:
         if hasattr(sink, "abort"):
             sink.abort()
         raise
     secs = time.perf_counter() - t0
-    if R is not None:
-        (b0, b1), (a0, a1) = ratios(terms[0]), ratios(terms[1])
-        report = ConsistencyReport(mode, True, report.fit_residual, "projected", b0, a0, b1, a1)
-    rep = report.to_json() if (mode != "off" or consistency is not None) else None
-    used = m.provenance(lr, msi, scale, options) if m.provenance is not None else {}
-    meta = {"method": method, "scale": scale, "psf": psf_obj.to_json(), **used,
-            **({"estimate": estimate} if estimate is not None else {}),
-            **({"options": json_safe({k: v for k, v in options.items() if not k.startswith("_")})}
-               if m.prepare is not None else {}),
-            **({"consistency": rep} if rep else {}), **({"blocks": len(blocks)} if len(blocks) > 1 else {})}
+    rep = plan.consistency(terms)
+    return finish(plan, lr, msi, sink, secs, rep, out)
+
+
+def finish(plan: FusionPlan, lr: Cube, msi: Cube, sink: Any, secs: float, rep: dict[str, Any] | None,
+           out: "str | os.PathLike | None") -> FusionResult:
+    """The :class:`FusionResult` of a plan whose blocks went to ``sink`` (closed here when a file)."""
+    method = plan.method.name
+    meta = plan.meta(lr, msi, rep)
     name, source = f"{method} fused", f"{method}({lr.name}, {msi.name})"
+    n = len(plan.blocks)
     if out is not None:
-        paths = sink.close(name=name, wavelengths=lr.wavelengths, norm_scale=lr.norm_scale)
-        return FusionResult(None, method, scale, secs, rep, len(blocks), paths, meta)
+        paths = sink.close(name=name, wavelengths=lr.wavelengths, norm_scale=lr.norm_scale, meta=meta)
+        return FusionResult(None, method, plan.scale, secs, rep, n, paths, meta)
     cube = Cube(sink.data, wavelengths=lr.wavelengths, norm_scale=lr.norm_scale, name=name, source=source, meta=meta)
-    return FusionResult(cube=cube, method=method, scale=scale, seconds=secs, consistency=rep, blocks=len(blocks),
+    return FusionResult(cube=cube, method=method, scale=plan.scale, seconds=secs, consistency=rep, blocks=n,
                         meta=cube.meta)
 
 
@@ -200,9 +279,15 @@ def _plan(m: FusionMethod, lr: Cube, msi: Cube, scale: int, kernel: np.ndarray, 
     return plan_blocks(H, W, tile, margin, scale)
 
 
-def _sink(out: "str | os.PathLike | None", bands: int, hw: tuple[int, int], overwrite: bool):
+def _sink(out: "str | os.PathLike | None", bands: int, hw: tuple[int, int], overwrite: bool, chunk: int = 256):
+    """Where the blocks go: memory, an ENVI file (``.hdr``) or a zarr store (``.zarr``, chunks of
+    one band × ``chunk``² pixels)."""
     if out is None:
         return ArraySink(bands, *hw)
+    from napari_cofusion.core.io.zarr import ZARR_SUFFIX, ZarrSink
+
+    if str(out).lower().rstrip("/\\").endswith(ZARR_SUFFIX):
+        return ZarrSink(out, bands, *hw, chunk=chunk, overwrite=overwrite)
     from napari_cofusion.core.io.envi import EnviSink
 
     return EnviSink(out, bands, *hw, overwrite=overwrite)

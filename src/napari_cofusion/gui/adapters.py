@@ -9,12 +9,13 @@ from typing import Any, Callable
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CofusionWarning
 from napari_cofusion.core.io import is_cube_path, read_cubes, write_cube
+from napari_cofusion.core.io.zarr import is_zarr_path, open_zarr_lazy
 from napari_cofusion.gui.layers import show_warning
 from napari_cofusion.gui.scene import install_current
 from napari_cofusion.samples import cave_pair, houston_pair
 
 
-__all__ = ["get_reader", "read_layers", "write_envi", "write_tiff", "write_npy", "cave_pair_sample",
+__all__ = ["get_reader", "read_layers", "lazy_layer_data", "write_envi", "write_tiff", "write_npy", "cave_pair_sample",
            "houston_pair_sample"]
 
 
@@ -38,6 +39,9 @@ def read_layers(path: "str | list[str]") -> list[tuple]:
     install_current()  # the current viewer places the new layers in one frame (gui.scene)
     layers = []
     for p in paths:
+        if is_zarr_path(p):  # a store from a large fusion: a lazy (dask) layer, read as it is shown
+            layers.append(lazy_layer_data(p))
+            continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CofusionWarning)
             cubes = read_cubes(p)
@@ -48,6 +52,15 @@ def read_layers(path: "str | list[str]") -> list[tuple]:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         layers += [cube.to_layer_data() for cube in cubes]
     return layers
+
+
+def lazy_layer_data(path: "str | Path") -> tuple:
+    """A napari LayerDataTuple over a zarr store whose data is a dask array: napari reads the
+    chunks of the band it shows, never the whole cube."""
+    data, attrs = open_zarr_lazy(path)
+    md = {"wavelengths": attrs.get("wavelengths_nm"), "norm_scale": float(attrs.get("norm_scale", 1.0)),
+          "source": str(path), "napari_cofusion": True, "lazy": True, **(attrs.get("meta") or {})}
+    return data, {"name": attrs.get("name") or Path(path).stem, "rgb": False, "metadata": md}, "image"
 
 
 def _write(path: str, data: Any, meta: dict, suffix: str) -> list[str]:

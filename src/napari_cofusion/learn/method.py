@@ -1,4 +1,5 @@
-"""The learned CoFusion model as a fusion method (``method="cofusion"``), registered on import.
+"""The learned models as fusion methods, registered on import: CoFusion (``method="cofusion"``)
+and its distilled CSAKD student (``method="csakd"``).
 
 :mod:`napari_cofusion.api` imports this module explicitly; nothing imports it lazily.
 """
@@ -13,12 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cofusion.core.errors import CofusionError
+from napari_cofusion.core.errors import CofusionError, WeightsError
 from napari_cofusion.fusion.classical import glp_hs_reach
 from napari_cofusion.fusion.pair import check_fits
 from napari_cofusion.fusion.registry import FusionMethod, register
 from napari_cofusion.learn.device import keep_freed_memory, resolve_device
 from napari_cofusion.learn.infer import forward
+from napari_cofusion.learn.models import ARCHITECTURES
 from napari_cofusion.learn.train import classical_base
 from napari_cofusion.learn.weights import load_weights, resolve_weights
 
@@ -30,10 +32,16 @@ def _cached(path: str, mtime: float, device: str):
     return load_weights(path, device)
 
 
-def load_model_for(weights: "str | Path | None", hs_bands: int, ms_bands: int, scale: int, device: str = "cpu"):
-    """Resolve and load weights, checking that they fit the input; returns (model, card, path)."""
-    path = resolve_weights(weights, hs_bands, ms_bands, scale)
+def load_model_for(weights: "str | Path | None", hs_bands: int, ms_bands: int, scale: int, device: str = "cpu",
+                   architecture: str = "cofusion"):
+    """Resolve and load weights (default: the shipped ``architecture`` weights for the band counts
+    and scale), checking that they fit the input and are of that architecture; returns (model,
+    card, path)."""
+    path = resolve_weights(weights, hs_bands, ms_bands, scale, architecture)
     model, card = _cached(str(path.resolve()), path.stat().st_mtime if path.is_file() else 0.0, device)
+    if card["architecture"] != architecture:
+        raise WeightsError(f"the weights '{path.stem}' are a {card['architecture']} model, not {architecture}: "
+                           f"fuse with the method '{card['architecture']}'")
     check_fits((card.get("hs_bands"), card.get("ms_bands"), card.get("scale")), (hs_bands, ms_bands, scale),
                f"the weights '{path.stem}'")
     return model, card, path
@@ -51,15 +59,28 @@ def run_model(model: torch.nn.Module, lr: np.ndarray, msi: np.ndarray, scale: in
     return forward(model, torch.from_numpy(lr), torch.from_numpy(msi), base).cpu().numpy()
 
 
-def _cofusion(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
-              weights: "str | Path | None" = None, device: str | None = None, model: Any = None,
-              **_: Any) -> np.ndarray:
-    dev = str(resolve_device(device or None))
-    if model is None:
-        model, _card, _path = load_model_for(weights, lr.shape[0], msi.shape[0], scale, dev)
-    elif device:
-        model.to(dev)  # a model instance (the GUI's fine-tuned one) goes where it is asked
-    return run_model(model, lr, msi, scale, kernel, phase)
+def _runner(architecture: str):
+    def run(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
+            weights: "str | Path | None" = None, device: str | None = None, model: Any = None,
+            **_: Any) -> np.ndarray:
+        dev = str(resolve_device(device or None))
+        if model is None:
+            model, _card, _path = load_model_for(weights, lr.shape[0], msi.shape[0], scale, dev, architecture)
+        else:
+            cls = ARCHITECTURES[architecture][0]
+            if not isinstance(model, cls):
+                raise WeightsError(f"the model given is a {type(model).__name__}, not a {cls.__name__}: "
+                                   f"fuse it with its own method")
+            if device:
+                model.to(dev)  # a model instance (the GUI's fine-tuned one) goes where it is asked
+        return run_model(model, lr, msi, scale, kernel, phase)
+
+    run.__name__ = f"_{architecture}"
+    return run
+
+
+_cofusion = _runner("cofusion")
+_csakd = _runner("csakd")
 
 
 #: HR pixels of context the network gets around every block (its receptive field is wider, but the
@@ -67,8 +88,17 @@ def _cofusion(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, p
 NETWORK_CONTEXT = 32
 
 
+#: LR pixels of context the CSAKD student gets around every block (it works on the LR grid;
+#: tests/test_csakd.py checks blocks against the whole frame)
+STUDENT_CONTEXT_LR = 8
+
+
 def _reach(scale: int, kernel: Any) -> int:
     return NETWORK_CONTEXT + glp_hs_reach(scale, kernel, radius=2)  # its base: the fixed radius-2 glp-hs
+
+
+def _student_reach(scale: int, kernel: Any) -> int:
+    return STUDENT_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
 
 
 def _bytes_per_pixel(C: int, c: int) -> float:
@@ -78,14 +108,24 @@ def _bytes_per_pixel(C: int, c: int) -> float:
     return 8000.0 + 32.0 * C
 
 
-def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
+def _student_bytes_per_pixel(C: int, c: int) -> float:
+    """Peak working memory per HR pixel of a block for the student with its glp-hs base: it works
+    on the LR grid, so mostly the base, the HR head and the inputs (benchmarks/memory.py)."""
+    return 3000.0 + 32.0 * C
+
+
+def _defaults_for(architecture: str):
+    return lambda lr, msi, scale, options: _defaults(lr, msi, scale, options, architecture)
+
+
+def _defaults(lr, msi, scale: int, options: dict[str, Any], architecture: str = "cofusion") -> dict[str, Any]:
     """The PSF and phase the weights were trained for (a scene fine-tune stores its estimates in
     the card), used when the pair carries no recipe."""
     model = options.get("model")
     if model is not None:
         return {"phase": getattr(model.cfg, "phase", None), "psf": getattr(model, "psf", None)}
     try:
-        path = resolve_weights(options.get("weights"), lr.bands, msi.bands, scale)
+        path = resolve_weights(options.get("weights"), lr.bands, msi.bands, scale, architecture)
         card = json.loads(path.with_suffix(".json").read_text())
     except (CofusionError, OSError, ValueError):
         return {}
@@ -96,13 +136,20 @@ def _defaults(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
             "phase": (card.get("config") or {}).get("phase")}
 
 
-def _provenance(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
-    """Which weights file the method used (a model instance has none)."""
-    if options.get("model") is not None:
-        return {}
-    return {"weights": resolve_weights(options.get("weights"), lr.bands, msi.bands, scale).name}
+def _provenance_for(architecture: str):
+    def provenance(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
+        """Which weights file the method used (a model instance has none)."""
+        if options.get("model") is not None:
+            return {}
+        return {"weights": resolve_weights(options.get("weights"), lr.bands, msi.bands, scale, architecture).name}
+
+    return provenance
 
 
 register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion,
-                      needs_weights=True, defaults=_defaults, consistency="auto", provenance=_provenance,
-                      reach=_reach, bytes_per_pixel=_bytes_per_pixel))
+                      needs_weights=True, defaults=_defaults_for("cofusion"), consistency="auto",
+                      provenance=_provenance_for("cofusion"), reach=_reach, bytes_per_pixel=_bytes_per_pixel))
+register(FusionMethod("csakd", "CSAKD student distilled from CoFusion: the fast learned method (weights from "
+                      "weights/ or a .safetensors file)", _csakd, needs_weights=True, defaults=_defaults_for("csakd"),
+                      consistency="auto", provenance=_provenance_for("csakd"), reach=_student_reach,
+                      bytes_per_pixel=_student_bytes_per_pixel))

@@ -99,6 +99,7 @@ class Scene:
     kernel: np.ndarray | None = None
     scale: int = 4
     phase: int = 2
+    teacher: torch.Tensor | None = None  # (C, H, W) a teacher network's output (distillation)
 
 
 def classical_base(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int) -> np.ndarray:
@@ -127,8 +128,9 @@ def fusion_loss(z: torch.Tensor, x: torch.Tensor, ssim_weight: float = 0.1) -> t
     return F.l1_loss(z, x) + ssim_weight * (1.0 - metrics.ssim_bands(z, x).mean())
 
 
-def _sample_batch(scenes: Sequence[Scene], n: int, patch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-    lrs, mss, refs, bases = [], [], [], []
+def _sample_batch(scenes: Sequence[Scene], n: int, patch: int, g: torch.Generator) -> tuple[torch.Tensor | None, ...]:
+    """(LR, MS, reference, base or None, teacher or None) patches of ``n`` random scenes."""
+    lrs, mss, refs, bases, teachers = [], [], [], [], []
     for _ in range(n):
         sc = scenes[int(torch.randint(len(scenes), (1,), generator=g))]
         s = sc.scale
@@ -141,14 +143,18 @@ def _sample_batch(scenes: Sequence[Scene], n: int, patch: int, g: torch.Generato
         lrs.append(sc.lr[:, y // s:(y + ps) // s, x // s:(x + ps) // s])
         if sc.base is not None:
             bases.append(sc.base[:, y:y + ps, x:x + ps])
-    base = torch.stack(bases) if bases else None
-    return torch.stack(lrs), torch.stack(mss), torch.stack(refs), base  # type: ignore[return-value]
+        if sc.teacher is not None:
+            teachers.append(sc.teacher[:, y:y + ps, x:x + ps])
+    base = torch.stack(bases).float() if bases else None
+    teacher = torch.stack(teachers).float() if teachers else None
+    return torch.stack(lrs), torch.stack(mss), torch.stack(refs), base, teacher
 
 
 def scene_to(sc: Scene, device: torch.device) -> Scene:
     """A copy of a scene whose tensors live on ``device`` (the same tensors where they already do)."""
     return replace(sc, ref=sc.ref.to(device), lr=sc.lr.to(device), msi=sc.msi.to(device),
-                   base=None if sc.base is None else sc.base.to(device))
+                   base=None if sc.base is None else sc.base.to(device),
+                   teacher=None if sc.teacher is None else sc.teacher.to(device))
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -177,7 +183,7 @@ def validate(model: CoFusion, scenes: Sequence[Scene], consistency: str = "off")
     training loop selects on the network alone, "off")."""
     res = []
     for sc in scenes:
-        z = predict(model, sc.lr, sc.msi, sc.base)
+        z = predict(model, sc.lr, sc.msi, None if sc.base is None else sc.base.float())
         if consistency != "off":
             z = torch.from_numpy(enforce(z.cpu().numpy(), sc.lr.cpu().numpy(), sc.msi.cpu().numpy(), sc.kernel,
                                          sc.scale, sc.phase, consistency)[0])
@@ -240,13 +246,16 @@ def train(
     best_path: str | os.PathLike | None = None,
     extra_loss: Callable[[CoFusion], torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> Iterator[Progress]:
     """Train ``model`` in place, yielding a :class:`Progress` after every step.
 
     With ``ckpt_dir`` a checkpoint is written every ``ckpt_every`` steps and when the loop is
     stopped; ``resume`` continues from it. The best validation state (by PSNR) is kept in memory
     and loaded into the model at the end (or when stopped). ``extra_loss(model)``, when given,
-    is added to every step's loss (e.g. the scene fine-tune's consistency terms).
+    is added to every step's loss (e.g. the scene fine-tune's consistency terms). ``loss_fn(out,
+    ref, teacher)`` replaces :func:`fusion_loss` (``teacher``: the scenes' teacher patches, or None;
+    the distillation's joint loss, :mod:`napari_cofusion.learn.distill`).
 
     ``device`` ("cpu", "cuda", "cuda:1", ...) is where the model and the scenes live while
     training; the model is back on the CPU when the loop ends or is stopped.
@@ -290,9 +299,9 @@ def train(
             lr_now = _lr_at(step, cfg)
             for grp in opt.param_groups:
                 grp["lr"] = lr_now
-            lr_b, ms_b, ref_b, base_b = _sample_batch(train_scenes, cfg.batch, cfg.patch, g)
+            lr_b, ms_b, ref_b, base_b, teacher_b = _sample_batch(train_scenes, cfg.batch, cfg.patch, g)
             out = model(lr_b, ms_b, base_b)
-            loss = fusion_loss(out, ref_b, cfg.ssim_weight)
+            loss = fusion_loss(out, ref_b, cfg.ssim_weight) if loss_fn is None else loss_fn(out, ref_b, teacher_b)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             if not torch.isfinite(loss):

@@ -37,7 +37,7 @@ from napari_cofusion.learn.train import Progress, Scene, TrainConfig, make_scene
 from napari_cofusion.learn.weights import make_card, save_weights
 
 __all__ = ["CAVE_VALIDATION", "DIHEDRAL", "FolderTraining", "split_scenes", "training_config", "read_reference",
-           "build_scenes", "prepare"]
+           "build_scenes", "simulate_scenes", "prepare"]
 
 #: the CAVE scenes held out for validation unless others are named
 CAVE_VALIDATION = ("oil_painting", "paints")
@@ -135,6 +135,11 @@ class FolderTraining:
     hs_wavelengths: Any = None
     baseline: list[dict[str, float]] = field(default_factory=list)  # glp-hs per validation scene
     baseline_consistency: list[dict[str, float]] = field(default_factory=list)  # glp-hs + consistency step
+    #: the step loss, ``loss_fn(out, ref, teacher)`` (None: L1 + 0.1·(1 − SSIM)); the distillation's joint loss
+    loss_fn: Any = None
+    #: further card fields (the distillation's teacher and losses), and how the training scenes were augmented
+    card_fields: dict[str, Any] = field(default_factory=dict)
+    augmentation: str | None = None
 
     def loop(self, ckpt_dir: str | os.PathLike | None = None, resume: bool = False,
              device: Any = "cpu") -> Iterator[Progress]:
@@ -142,7 +147,7 @@ class FolderTraining:
         :class:`~napari_cofusion.learn.train.Progress` per step; closing it stops the run and
         keeps the best validated state in the model."""
         return train(self.model, self.train_scenes, self.val_scenes, self.config, ckpt_dir=ckpt_dir, resume=resume,
-                     device=device)
+                     device=device, loss_fn=self.loss_fn)
 
     def card(self, last: Progress | None, threads: int, device: str) -> dict[str, Any]:
         """The weights card after the run that ended at ``last`` (None: no step done): the
@@ -150,7 +155,7 @@ class FolderTraining:
         default data-consistency step (measured here), and the glp-hs baseline's."""
         proto = protocol_recipe(self.protocol)
         val_dc = validate(self.model, self.val_scenes, consistency="auto") if self.val_scenes and last else None
-        augmentation = "8 dihedral variants of each reference" if self.augment else "none"
+        augmentation = self.augmentation or ("8 dihedral variants of each reference" if self.augment else "none")
         return make_card(
             self.model, hs_wavelengths=self.hs_wavelengths, srf=proto["srf"], psf=proto["psf"], protocol=self.protocol,
             training_data={"root": str(self.root), "train_scenes": [p.name for p in self.train_paths],
@@ -161,6 +166,7 @@ class FolderTraining:
             validation_glp_hs=_mean(self.baseline),
             validation_consistency=val_dc,
             validation_glp_hs_consistency=_mean(self.baseline_consistency),
+            **self.card_fields,
         )
 
     def save(self, out: str | os.PathLike, last: Progress | None, threads: int, device: str,
@@ -170,27 +176,36 @@ class FolderTraining:
         return save_weights(self.model, out, card, overwrite=overwrite), card
 
 
-def prepare(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Sequence[Path], protocol: str,
-            config: TrainConfig, *, crop: int | None = None, augment: bool = True, workers: int | None = 1,
-            base: str = "glp-hs", depths: Sequence[int] | None = None) -> FolderTraining:
-    """Simulate the scenes (the 8 dihedral variants of each training reference with ``augment``)
-    in ``workers`` processes, measure glp-hs on the validation scenes, and build a new CoFusion
-    with the network's global residual ``base`` and ``depths`` (blocks per level)."""
+def simulate_scenes(train_paths: Sequence[Path], val_paths: Sequence[Path], protocol: str, *,
+                    crop: int | None = None, variants: Sequence[tuple[int, bool]] = DIHEDRAL, workers: int | None = 1,
+                    with_base: bool = True) -> tuple[list[Scene], list[Scene], list[dict], list[dict]]:
+    """The training scenes (each reference in ``variants``), the validation scenes, and glp-hs's
+    metrics on the validation scenes without and with the data-consistency step."""
     recipe = {"protocol": protocol}
     scale = protocol_recipe(protocol)["scale"]
-    with_base = base == "glp-hs"
-    variants = DIHEDRAL if augment else ((0, False),)
     jobs = [(str(p), crop, recipe, with_base, k, f) for p in train_paths for k, f in variants]
     jobs += [(str(p), crop, recipe, with_base, 0, False) for p in val_paths]
     built = build_scenes(jobs, workers)
     n_val = len(val_paths)
-    train_scenes, val_scenes = built[: len(built) - n_val], built[len(built) - n_val:]
     baseline, baseline_dc = [], []
     for p in val_paths:
         pair = simulate_pair(read_reference(p, crop), **recipe)
         for rows, mode in ((baseline, "off"), (baseline_dc, "auto")):
             z = fuse(pair.lr, pair.msi, "glp-hs", consistency=mode).cube.data
             rows.append(full_reference(z, pair.reference.data, scale))
+    return built[: len(built) - n_val], built[len(built) - n_val:], baseline, baseline_dc
+
+
+def prepare(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Sequence[Path], protocol: str,
+            config: TrainConfig, *, crop: int | None = None, augment: bool = True, workers: int | None = 1,
+            base: str = "glp-hs", depths: Sequence[int] | None = None) -> FolderTraining:
+    """Simulate the scenes (the 8 dihedral variants of each training reference with ``augment``)
+    in ``workers`` processes, measure glp-hs on the validation scenes, and build a new CoFusion
+    with the network's global residual ``base`` and ``depths`` (blocks per level)."""
+    scale = protocol_recipe(protocol)["scale"]
+    train_scenes, val_scenes, baseline, baseline_dc = simulate_scenes(
+        train_paths, val_paths, protocol, crop=crop, variants=DIHEDRAL if augment else ((0, False),), workers=workers,
+        with_base=base == "glp-hs")
     ref0 = train_scenes[0]
     cfg = CoFusionConfig(hs_bands=ref0.ref.shape[0], ms_bands=ref0.msi.shape[0], scale=scale, base=base,
                          **({"depths": tuple(depths)} if depths else {}))

@@ -162,29 +162,33 @@ def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
     return sorted(p for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
 
 
-def find_weights(hs_bands: int, ms_bands: int, scale: int, folder: str | os.PathLike | None = None) -> Path:
-    """The shipped weights whose card matches the band counts and scale."""
+def find_weights(hs_bands: int, ms_bands: int, scale: int, folder: str | os.PathLike | None = None,
+                 architecture: str = "cofusion") -> Path:
+    """The shipped weights of ``architecture`` whose card matches the band counts and scale."""
     found = []
-    for p in list_weights(folder):
-        c = read_card(p)
-        if (c.get("hs_bands"), c.get("ms_bands"), c.get("scale")) == (hs_bands, ms_bands, scale):
+    listed = [(p, read_card(p)) for p in list_weights(folder)]
+    for p, c in listed:
+        if c["architecture"] == architecture and (c.get("hs_bands"), c.get("ms_bands"), c.get("scale")) == (
+                hs_bands, ms_bands, scale):
             found.append(p)
     if not found:
         have = ", ".join(
-            f"{p.stem} ({read_card(p).get('hs_bands')} HS / {read_card(p).get('ms_bands')} MS bands, ×{read_card(p).get('scale')})"
-            for p in list_weights(folder)
+            f"{p.stem} ({c['architecture']}, {c.get('hs_bands')} HS / {c.get('ms_bands')} MS bands, ×{c.get('scale')})"
+            for p, c in listed
         ) or "none"
         raise WeightsError(
-            f"no shipped weights for {hs_bands} HS bands, {ms_bands} MS bands at ×{scale} (available: {have}); "
-            "fine-tune on the scene, or choose a weights file of your own"
+            f"no shipped {architecture} weights for {hs_bands} HS bands, {ms_bands} MS bands at ×{scale} "
+            f"(available: {have}); fine-tune on the scene, or choose a weights file of your own"
         )
     return found[0]
 
 
-def resolve_weights(spec: str | os.PathLike | None, hs_bands: int, ms_bands: int, scale: int) -> Path:
-    """A weights name in ``weights/``, a path, or (None) the shipped weights matching the input."""
+def resolve_weights(spec: str | os.PathLike | None, hs_bands: int, ms_bands: int, scale: int,
+                    architecture: str = "cofusion") -> Path:
+    """A weights name in ``weights/``, a path, or (None) the shipped ``architecture`` weights
+    matching the input."""
     if spec is None:
-        return find_weights(hs_bands, ms_bands, scale)
+        return find_weights(hs_bands, ms_bands, scale, architecture=architecture)
     p = Path(spec)
     if p.suffix == ".safetensors" or p.exists() or p.with_suffix(".safetensors").exists():
         return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")

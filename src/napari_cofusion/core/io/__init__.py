@@ -1,5 +1,5 @@
 """Reading and writing hyperspectral cubes: one module per format (``envi``, ``mat``, ``tiff``,
-``npy``, ``png``), shared helpers in ``common``, and here the dispatch by file type.
+``npy``, ``png``, ``zarr``), shared helpers in ``common``, and here the dispatch by file type.
 
 Readers return :class:`~napari_cofusion.core.cube.Cube` objects (band-first float32 in [0, 1]).
 Every failure is a :class:`~napari_cofusion.core.cube.CubeError` that names the file and what is
@@ -37,14 +37,17 @@ from napari_cofusion.core.io.mat import mat_arrays, read_mat
 from napari_cofusion.core.io.npy import npz_arrays, read_numpy, write_numpy
 from napari_cofusion.core.io.png import png_bands, read_png_folder
 from napari_cofusion.core.io.tiff import TIFF_EXTS, read_tiff, write_tiff
+from napari_cofusion.core.io.zarr import is_zarr_path, read_zarr, write_zarr
 
 __all__ = ["read_cube", "read_cubes", "read_envi", "read_mat", "read_tiff", "read_numpy", "read_png_folder",
-           "write_cube", "write_json", "to_band_first", "normalise", "is_cube_path", "CAVE_WAVELENGTHS"]
+           "write_cube", "write_json", "to_band_first", "normalise", "is_cube_path", "CAVE_WAVELENGTHS", "read_zarr"]
 
 
 def is_cube_path(path: str | os.PathLike) -> bool:
     """Whether one of the readers claims this path (by extension, or a folder of band PNGs)."""
     p = Path(path)
+    if p.is_dir() and is_zarr_path(p):
+        return True
     if p.is_dir():
         try:
             return bool(png_bands(p))
@@ -63,6 +66,8 @@ def read_cube(path: str | os.PathLike, **kwargs: Any) -> Cube:
     if not p.exists():
         raise CubeError(f"{p}: no such file or folder")
     suf = p.suffix.lower()
+    if p.is_dir() and is_zarr_path(p):
+        return read_zarr(p, **kwargs)
     if p.is_dir():
         return read_png_folder(p, **kwargs)
     if suf in (".hdr",) or (suf in ENVI_DATA_EXTS[:-1] and suf not in TIFF_EXTS):
@@ -73,7 +78,7 @@ def read_cube(path: str | os.PathLike, **kwargs: Any) -> Cube:
         return read_tiff(p, **kwargs)
     if suf in (".npy", ".npz"):
         return read_numpy(p, **kwargs)
-    raise CubeError(f"{p}: unsupported file type {suf or '(no extension)'}; use ENVI, .mat, TIFF, .npy/.npz or a band-PNG folder")
+    raise CubeError(f"{p}: unsupported file type {suf or '(no extension)'}; use ENVI, .mat, TIFF, .npy/.npz, a .zarr store or a band-PNG folder")
 
 
 def read_cubes(path: str | os.PathLike) -> list[Cube]:
@@ -111,4 +116,6 @@ def write_cube(cube: Cube, path: str | os.PathLike, overwrite: bool = False) -> 
         return write_tiff(cube, data, path, overwrite)
     if suf in (".npy", ".npz"):
         return write_numpy(cube, data, path, overwrite)
-    raise CubeError(f"{path}: unsupported output type {suf or '(no extension)'}; use .hdr, .tif or .npy/.npz")
+    if suf == ".zarr":
+        return write_zarr(cube, data, path, overwrite)
+    raise CubeError(f"{path}: unsupported output type {suf or '(no extension)'}; use .hdr, .tif, .npy/.npz or .zarr")

@@ -184,6 +184,37 @@ def write_envi(cube: Cube, data: np.ndarray, hdr: Path, overwrite: bool) -> list
     return [str(hdr), str(img)]
 
 
+def _pwrite_region(fd: int, shape: tuple[int, int, int], y0: int, x0: int, data: np.ndarray) -> None:
+    """Write a (C, h, w) region at (y0, x0) of a BSQ float32 file of ``shape`` with positioned writes."""
+    C, H, W = shape
+    le = np.ascontiguousarray(data, dtype=_F4)
+    h, w = le.shape[-2:]
+    full_rows = x0 == 0 and w == W
+    for b in range(C):
+        base = (b * H + y0) * W + x0
+        if full_rows:
+            os.pwrite(fd, le[b].tobytes(), base * 4)
+            continue
+        for r in range(h):
+            os.pwrite(fd, le[b, r].tobytes(), (base + r * W) * 4)
+
+
+class EnviRegionWriter:
+    """``writer[:, y0:y1, x0:x1] = block`` into an existing BSQ float32 file (opened per write, so
+    that it pickles and works from dask worker processes on the same file system)."""
+
+    def __init__(self, path: str, shape: tuple[int, int, int]) -> None:
+        self.path, self.shape = path, tuple(int(v) for v in shape)
+
+    def __setitem__(self, key: tuple, value: np.ndarray) -> None:
+        ys, xs = key[-2], key[-1]
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            _pwrite_region(fd, self.shape, ys.start or 0, xs.start or 0, np.asarray(value))
+        finally:
+            os.close(fd)
+
+
 class EnviSink:
     """An ENVI BSQ float32 file written block by block (``fuse(..., out=PATH)``): the data goes
     straight to a hidden temporary file beside the target with positioned writes (nothing of it is
@@ -203,18 +234,13 @@ class EnviSink:
         self._open = True
 
     def write(self, block, data: np.ndarray) -> None:
-        C, H, W = self.shape
-        le = np.ascontiguousarray(data, dtype=_F4)
-        full_rows = block.x0 == 0 and block.x1 == W
-        for b in range(C):
-            base = (b * H + block.y0) * W + block.x0
-            if full_rows:
-                os.pwrite(self._fd, le[b].tobytes(), base * 4)
-                continue
-            for r in range(block.y1 - block.y0):
-                os.pwrite(self._fd, le[b, r].tobytes(), (base + r * W) * 4)
+        _pwrite_region(self._fd, self.shape, block.y0, block.x0, data)
 
-    def close(self, name: str, wavelengths=None, norm_scale: float = 1.0) -> list[str]:
+    def target(self) -> "EnviRegionWriter":
+        """A small picklable writer into the temporary data file (dask's ``store`` on workers)."""
+        return EnviRegionWriter(str(self._tmp_img), self.shape)
+
+    def close(self, name: str, wavelengths=None, norm_scale: float = 1.0, meta=None) -> list[str]:
         os.close(self._fd)
         self._open = False
         self._tmp_hdr.write_text(_header_text(name, self.shape, norm_scale, wavelengths))

@@ -6,10 +6,11 @@ from typing import Any
 
 from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.learn.models.cofusion import CoFusion, CoFusionConfig
+from napari_cofusion.learn.models.csakd import CSAKDConfig, CSAKDStudent
 
-__all__ = ["CoFusion", "CoFusionConfig", "build_model", "check_card", "ARCHITECTURES"]
+__all__ = ["CoFusion", "CoFusionConfig", "CSAKDStudent", "CSAKDConfig", "build_model", "check_card", "ARCHITECTURES"]
 
-ARCHITECTURES = {"cofusion": (CoFusion, CoFusionConfig)}
+ARCHITECTURES = {"cofusion": (CoFusion, CoFusionConfig), "csakd": (CSAKDStudent, CSAKDConfig)}
 
 
 def build_model(card: dict[str, Any]):

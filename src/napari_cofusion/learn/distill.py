@@ -1,0 +1,128 @@
+"""Knowledge distillation of a CoFusion teacher into the CSAKD student (the ``distill`` command).
+
+The teacher is frozen and run once on every training scene (an offline teacher): its fused cube
+is kept beside the reference, and each training step draws the same patch of the reference, the
+pair, the glp-hs base and the teacher's output. The student's joint loss (after CSAKD's)::
+
+    L = L1(S, X) + w_ssim·(1 − SSIM(S, X)) + w_kd·L1(S, T) + w_sam·SAM(S, X)
+
+with X the reference, T the teacher's output and SAM the mean spectral angle in radians (zero
+pixels count as angle 0, not NaN). CSAKD's feature-level term compares the fused features of a
+teacher and a student built alike; CoFusion's features have another layout and, computed live,
+would triple the CPU step, so the student learns from the teacher's outputs (docs/model.md).
+
+Qt-free; the CLI drives it like ``train``::
+
+    run = prepare_distillation(root, train_paths, val_paths, "cave-x4", cfg, teacher="cofusion_cave_x4")
+    for last in run.loop(ckpt_dir, resume=True): ...
+    run.save("weights/csakd_cave_x4", last, threads=2, device="cpu")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from napari_cofusion.core import metrics
+from napari_cofusion.core.errors import TrainingError
+from napari_cofusion.core.io import read_cube
+from napari_cofusion.degrade.simulate import protocol_recipe
+from napari_cofusion.learn.models import CSAKDConfig, CSAKDStudent
+from napari_cofusion.learn.train import Scene, TrainConfig, predict, validate
+from napari_cofusion.learn.train_folder import FolderTraining, simulate_scenes
+from napari_cofusion.learn.weights import load_weights, resolve_weights
+
+__all__ = ["KD_WEIGHT", "SAM_WEIGHT", "VARIANTS", "kd_loss", "spectral_angle", "attach_teacher", "prepare_distillation"]
+
+#: weights of the teacher term and of the spectral-angle term (CSAKD's 0.1 each)
+KD_WEIGHT = 0.1
+SAM_WEIGHT = 0.1
+#: the dihedral variants each training reference is simulated in: four (quarter turns, every
+#: other one flipped) keep the 18 CAVE scenes with their bases and teacher outputs in ~6 GB
+VARIANTS: tuple[tuple[int, bool], ...] = ((0, False), (1, False), (2, True), (3, True))
+
+
+def spectral_angle(z: torch.Tensor, x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean spectral angle (radians) of (B, C, H, W) cubes; a zero spectrum gives angle 0 and a
+    finite gradient (the cosine is clamped inside (−1, 1))."""
+    dot = (z * x).sum(1)
+    norm = z.norm(dim=1) * x.norm(dim=1)
+    cos = torch.where(norm > eps, dot / norm.clamp_min(eps), torch.ones_like(dot))
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+
+
+def kd_loss(out: torch.Tensor, ref: torch.Tensor, teacher: torch.Tensor | None, kd_weight: float = KD_WEIGHT,
+            sam_weight: float = SAM_WEIGHT, ssim_weight: float = 0.1) -> torch.Tensor:
+    """The student's joint loss (module docstring); without teacher patches the teacher term is 0."""
+    loss = F.l1_loss(out, ref) + ssim_weight * (1.0 - metrics.ssim_bands(out, ref).mean())
+    if teacher is not None and kd_weight:
+        loss = loss + kd_weight * F.l1_loss(out, teacher)
+    if sam_weight:
+        loss = loss + sam_weight * spectral_angle(out, ref)
+    return loss
+
+
+def attach_teacher(teacher: torch.nn.Module, scenes: Sequence[Scene], progress: Any = None) -> list[Scene]:
+    """Each scene with the teacher's output (network alone, clipped to [0, 1]) kept in float16."""
+    out = []
+    for i, sc in enumerate(scenes):
+        t = predict(teacher, sc.lr, sc.msi, sc.base)
+        sc.teacher = t.to(torch.float16)
+        out.append(sc)
+        if progress is not None:
+            progress(i + 1, len(scenes))
+    return out
+
+
+
+def prepare_distillation(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Sequence[Path],
+                         protocol: str, config: TrainConfig, teacher: "str | os.PathLike | None" = None, *,
+                         student: CSAKDConfig | dict | None = None, crop: int | None = None,
+                         variants: Sequence[tuple[int, bool]] = VARIANTS, workers: int | None = 1,
+                         kd_weight: float = KD_WEIGHT, sam_weight: float = SAM_WEIGHT,
+                         log: Any = print) -> FolderTraining:
+    """Simulate the scenes, run the teacher on them (``teacher``: weights name or path; default
+    the shipped CoFusion weights for the protocol's band counts and scale), measure the teacher
+    and glp-hs on the validation scenes, and build a new student."""
+    t0 = time.perf_counter()
+    scale = protocol_recipe(protocol)["scale"]
+    train_scenes, val_scenes, baseline, baseline_dc = simulate_scenes(
+        train_paths, val_paths, protocol, crop=crop, variants=variants, workers=workers, with_base=True)
+    C, c = train_scenes[0].ref.shape[0], train_scenes[0].msi.shape[0]
+    path = resolve_weights(teacher, C, c, scale)
+    t_model, t_card = load_weights(path)
+    if t_card["architecture"] != "cofusion":
+        raise TrainingError(f"the teacher {path.name} is a {t_card['architecture']} model, not CoFusion")
+    if t_card.get("protocol") not in (None, protocol):
+        log(f"note: the teacher {path.stem} was trained for {t_card.get('protocol')}, the student for {protocol}")
+    log(f"simulated {len(train_scenes)} training and {len(val_scenes)} validation scenes "
+        f"({time.perf_counter() - t0:.0f} s); running the teacher {path.stem} on them")
+    t1 = time.perf_counter()
+    attach_teacher(t_model, train_scenes)
+    teacher_val = validate(t_model, val_scenes) if val_scenes else None
+    teacher_val_dc = validate(t_model, val_scenes, consistency="auto") if val_scenes else None
+    log(f"teacher outputs in {time.perf_counter() - t1:.0f} s; teacher on validation: "
+        + (f"{teacher_val['psnr']:.3f} dB network, {teacher_val_dc['psnr']:.3f} dB with consistency"
+           if teacher_val else "no validation scenes"))
+    if isinstance(student, dict):
+        student = CSAKDConfig.from_json({**student, "hs_bands": C, "ms_bands": c, "scale": scale})
+    cfg = student or CSAKDConfig(hs_bands=C, ms_bands=c, scale=scale)
+    model = CSAKDStudent(cfg)
+    fields = {"teacher": {"weights": path.name, "protocol": t_card.get("protocol"),
+                          "validation": teacher_val, "validation_consistency": teacher_val_dc,
+                          "n_params": int(sum(p.numel() for p in t_model.parameters()))},
+              "distillation": {"loss": "L1 + 0.1·(1 − SSIM) + kd·L1(student, teacher) + sam·SAM (radians)",
+                               "kd_weight": kd_weight, "sam_weight": sam_weight,
+                               "teacher_outputs": "offline: the frozen teacher run once per training scene"}}
+    return FolderTraining(Path(root), protocol, list(train_paths), list(val_paths), True, config, model,
+                          train_scenes, val_scenes, read_cube(train_paths[0]).wavelengths, baseline, baseline_dc,
+                          loss_fn=partial(kd_loss, kd_weight=kd_weight, sam_weight=sam_weight,
+                                          ssim_weight=config.ssim_weight),
+                          card_fields=fields,
+                          augmentation=f"{len(variants)} dihedral variants of each reference {list(variants)}")
