@@ -53,8 +53,10 @@ def spectral_angle(z: torch.Tensor, x: torch.Tensor, eps: float = 1e-8) -> torch
     finite gradient (the cosine is clamped inside (−1, 1))."""
     dot = (z * x).sum(1)
     norm = z.norm(dim=1) * x.norm(dim=1)
-    cos = torch.where(norm > eps, dot / norm.clamp_min(eps), torch.ones_like(dot))
-    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+    valid = norm > eps
+    cos = torch.where(valid, dot / norm.clamp_min(eps), torch.ones_like(dot))
+    angle = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+    return torch.where(valid, angle, torch.zeros_like(angle)).mean()
 
 
 def kd_loss(out: torch.Tensor, ref: torch.Tensor, teacher: torch.Tensor | None, kd_weight: float = KD_WEIGHT,
