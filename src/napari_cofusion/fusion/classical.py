@@ -68,13 +68,21 @@ def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: fl
     coefficients towards the global fit's (a ridge of ``shrink`` × the MS bands' mean variance
     centred on them: 0 is the plain local fit, large values the global one). ``weight`` (h, w)
     counts pixels in the fit (0: left out; :func:`select_regularisation` holds pixels out this way)."""
-    c = ms_lr.shape[0]
     r = max(int(radius), 0)
-    mM, mL, MM, ML = _moments(lr, ms_lr, weight, r)
+    moments = _moments(lr, ms_lr, weight, r)
+    glob = _moments(lr, ms_lr, weight, 0) if r > 0 and shrink > 0 else None
+    return _solve(moments, glob, r, eps, shrink)
+
+
+def _solve(moments: tuple[torch.Tensor, ...], glob: tuple[torch.Tensor, ...] | None, r: int, eps: float,
+           shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`local_regression` from the window moments (and the global ones, for ``shrink``)."""
+    mM, mL, MM, ML = moments
+    c = mM.shape[0]
     eye = torch.eye(c, dtype=MM.dtype)[:, :, None, None]
     MM = MM + eps * eye
     if r > 0 and shrink > 0:
-        _, _, gMM, gML = (t[..., :1, :1] for t in _moments(lr, ms_lr, weight, 0))
+        _, _, gMM, gML = (t[..., :1, :1] for t in glob)
         gMM = gMM + eps * eye
         a_global = torch.linalg.solve(gMM[..., 0, 0], gML[..., 0, 0])  # (c, C)
         ridge = shrink * float(torch.diagonal(gMM[..., 0, 0]).mean())
@@ -117,16 +125,19 @@ def select_regularisation(lr: np.ndarray, ms_lr: np.ndarray, eps: float = 1e-8,
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     fold = (yy % 2) * 2 + (xx % 2)
     norm = float((L ** 2).sum())
-    errors: dict[str, float] = {}
+    err = {rs: 0.0 for rs in candidates}
     with torch.inference_mode():
-        for r, s in candidates:
-            err = 0.0
-            for f in range(4):
-                held = fold == f
-                a, b = local_regression(L, Mt, r, eps, s, weight=(~held).double())
-                pred = torch.einsum("kbhw,khw->bhw", a, Mt) + b
-                err += float(((pred - L) ** 2)[:, held].sum())
-            errors[f"r{r}" + (f"/s{s:g}" if r else "")] = float(np.sqrt(err / max(norm, 1e-30)))
+        for f in range(4):
+            held = fold == f
+            weight = (~held).double()
+            glob = _moments(L, Mt, weight, 0)  # shared by every radius of this fold
+            for r in sorted({r for r, _ in candidates}):
+                moments = glob if r == 0 else _moments(L, Mt, weight, r)  # shared by the shrinks of r
+                for rs in (rs for rs in candidates if rs[0] == r):
+                    a, b = _solve(moments, glob, r, eps, rs[1])
+                    pred = torch.einsum("kbhw,khw->bhw", a, Mt) + b
+                    err[rs] += float(((pred - L) ** 2)[:, held].sum())
+    errors = {f"r{r}" + (f"/s{s:g}" if r else ""): float(np.sqrt(e / max(norm, 1e-30))) for (r, s), e in err.items()}
     best = min(candidates, key=lambda rs: errors[f"r{rs[0]}" + (f"/s{rs[1]:g}" if rs[0] else "")])
     return {"radius": int(best[0]), "shrink": float(best[1]), "errors": errors}
 
