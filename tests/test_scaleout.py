@@ -14,7 +14,7 @@ from napari_cofusion import api
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io import read_cube
 from napari_cofusion.degrade.simulate import save_pair, simulate_pair
-from napari_cofusion.fusion.scaleout import find_pairs, fuse_dask, fuse_many
+from napari_cofusion.api import find_pairs, fuse_dask, fuse_many
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,23 @@ from napari_cofusion.fusion.engine import FusionResult, fuse
 from napari_cofusion.fusion.pair import check_fits, check_pair
 from napari_cofusion.fusion.registry import get_method, iter_methods, method_names
 from napari_cofusion.fusion import scene_prior  # noqa: F401  (registers pnp-gf)
-from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion)
+from napari_cofusion.fusion import scaleout
+from napari_cofusion.fusion.scaleout import find_pairs, fuse_dask
+from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion and csakd)
 from napari_cofusion.learn import mossfuse_fit as _mossfuse  # noqa: F401  (registers mossfuse)
 
 __all__ = ["Cube", "CofusionError", "CubeError", "WeightsError", "read_cube", "read_cubes", "write_cube",
            "simulate_pair", "fuse", "FusionResult", "check_pair", "check_fits", "get_method", "iter_methods",
-           "method_names"]
+           "method_names", "fuse_dask", "fuse_many", "find_pairs"]
+
+
+def _fuse_with_every_method(*args, **kwargs) -> FusionResult:
+    """:func:`fuse`, from this module: a worker process that unpickles it imports this module,
+    which registers every method."""
+    return fuse(*args, **kwargs)
+
+
+def fuse_many(jobs, out_dir, method: str = "glp-hs", **kwargs) -> list[dict]:
+    """:func:`napari_cofusion.fusion.scaleout.fuse_many` whose workers have every method
+    registered (its arguments and rows are documented there)."""
+    return scaleout.fuse_many(jobs, out_dir, method, fuser=_fuse_with_every_method, **kwargs)

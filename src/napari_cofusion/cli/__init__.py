@@ -101,7 +101,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
 def _cmd_fuse_many(a: argparse.Namespace, opts: dict[str, Any]) -> int:
     """``fuse --pairs``: every pair of a folder or list, one dask task each."""
-    from napari_cofusion.fusion.scaleout import find_pairs, fuse_many
+    from napari_cofusion.api import find_pairs, fuse_many
 
     if a.lr or a.msi or a.recipe:
         raise CubeError("--pairs fuses the pairs it finds: leave out --lr, --msi and --recipe")
@@ -164,7 +164,7 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     common = dict(psf=a.psf, consistency=a.consistency, tile=a.tile,
                   **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
     if a.scheduler or a.workers or zarr_out:  # the blocks as dask tasks
-        from napari_cofusion.fusion.scaleout import fuse_dask
+        from napari_cofusion.api import fuse_dask
 
         res = fuse_dask(lr, msi, a.method, scheduler=a.scheduler, workers=a.workers, **common)
     else:
@@ -316,6 +316,7 @@ def _cmd_distill(a: argparse.Namespace) -> int:
     print(f"[distill] ready in {time.perf_counter() - t0:.0f} s; student {run.model.n_params():,} parameters; "
           f"{run.config}", flush=True)
     dev_name = device_name(device)
+    run.card_fields["command"] = "napari-cofusion " + " ".join(a.argv)
     last = _train_loop("distill", run.loop(a.ckpt_dir, a.resume, device), a.log_every)
     paths, card = run.save(out, last, threads, dev_name, overwrite=a.overwrite)
     print(f"[distill] wrote {paths[0]} and {paths[1]}", flush=True)
@@ -591,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     a = build_parser().parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # what the command was (cards record it)
     with warnings.catch_warnings():
         _warnings_as_lines(a.cmd)
         return _run(a)

@@ -33,6 +33,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.fusion.blocks import Block
 from napari_cofusion.fusion.engine import FusionPlan, FusionResult, _sink, finish, plan_fusion
+from napari_cofusion.fusion.engine import fuse as engine_fuse
 
 __all__ = ["LOCAL_SCHEDULERS", "fuse_dask", "fuse_many", "find_pairs", "PairJob", "connect"]
 
@@ -228,13 +229,13 @@ def find_pairs(spec: str | os.PathLike) -> list[PairJob]:
     return jobs
 
 
-def _fuse_pair_task(job: PairJob, out: str, method: str, kwargs: dict[str, Any], threads: int | None,
-                    overwrite: bool) -> dict[str, Any]:
+def _fuse_pair_task(fuser: Callable[..., FusionResult], job: PairJob, out: str, method: str, kwargs: dict[str, Any],
+                    threads: int | None, overwrite: bool) -> dict[str, Any]:
     """Read, fuse and write one pair (runs in a worker); returns what happened, errors included."""
     import torch
 
-    from napari_cofusion import api  # registers every method in a fresh worker process
     from napari_cofusion.core.errors import CofusionError
+    from napari_cofusion.core.io import write_cube
     from napari_cofusion.degrade.simulate import read_pair
 
     if threads:
@@ -243,10 +244,10 @@ def _fuse_pair_task(job: PairJob, out: str, method: str, kwargs: dict[str, Any],
     try:
         lr, msi = read_pair(job.lr, job.msi, None)
         streamed = Path(out).suffix.lower() in (".hdr", ".img") or out.lower().endswith(".zarr")
-        res = api.fuse(lr, msi, method, **({"out": out, "overwrite": overwrite} if streamed else {}), **kwargs)
+        res = fuser(lr, msi, method, **({"out": out, "overwrite": overwrite} if streamed else {}), **kwargs)
         if not streamed:
             res.cube.name = Path(out).stem
-            api.write_cube(res.cube, out, overwrite=overwrite)
+            write_cube(res.cube, out, overwrite=overwrite)
         return {"name": job.name, "out": out, "seconds": time.perf_counter() - t0, "error": None,
                 "weights": res.meta.get("weights")}
     except CofusionError as exc:
@@ -254,11 +255,13 @@ def _fuse_pair_task(job: PairJob, out: str, method: str, kwargs: dict[str, Any],
 
 
 def fuse_many(jobs: Sequence[PairJob], out_dir: str | os.PathLike, method: str = "glp-hs", *,
-              fmt: str = ".hdr", scheduler: str | None = None, workers: int | None = None,
-              threads: int | None = None, overwrite: bool = False,
+              fuser: Callable[..., FusionResult] = engine_fuse, fmt: str = ".hdr", scheduler: str | None = None,
+              workers: int | None = None, threads: int | None = None, overwrite: bool = False,
               progress: Callable[[dict[str, Any]], Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Fuse every pair into ``out_dir/NAME{fmt}``, one dask task per pair (``workers`` at a time on
     the local schedulers; default ``processes`` with one torch thread per core and worker).
+    ``fuser`` is the function a worker fuses with: pass :func:`napari_cofusion.api.fuse` (what
+    ``api.fuse_many`` does), whose module registers every method in a fresh worker process.
     A pair that fails (bad input) is reported in its row and the others go on. Outputs that exist
     are refused before any work unless ``overwrite``. Returns one row per pair, in order."""
     import dask
@@ -282,7 +285,7 @@ def fuse_many(jobs: Sequence[PairJob], out_dir: str | os.PathLike, method: str =
         threads = max(1, (os.cpu_count() or 1) // workers)
     client = connect(scheduler)
     task = dask.delayed(_fuse_pair_task, pure=False)
-    tasks = [task(j, o, method, dict(kwargs), threads, overwrite) for j, o in zip(jobs, outs)]
+    tasks = [task(fuser, j, o, method, dict(kwargs), threads, overwrite) for j, o in zip(jobs, outs)]
     try:
         if client is not None:
             from distributed import as_completed
