@@ -120,7 +120,7 @@ def test_lr_is_the_lrhsi_and_learning_rate_the_learning_rate():
 
 
 def test_every_output_flag_is_out_and_json_is_a_flag():
-    writes = {"simulate", "fuse", "train", "estimate", "finetune"}
+    writes = {"simulate", "fuse", "train", "distill", "estimate", "finetune"}
     seen = set()
     for name, sub in _subparsers().items():
         opts = _options(sub)
@@ -138,7 +138,7 @@ def test_docstring_and_help_name_every_command():
     from napari_cofusion import cli
 
     names = set(_subparsers())
-    assert len(names) == 8
+    assert len(names) == 9
     for name in names:
         assert f"``{name}``" in cli.__doc__, name
     assert "--list-methods" in _options(_subparsers()["fuse"])
