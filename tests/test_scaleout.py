@@ -80,7 +80,8 @@ def test_bad_scheduler_names_the_choices(pair):
 @pytest.mark.slow
 def test_local_cluster_of_two_workers_equals_one_process(pair, tmp_path):
     """The network's blocks on a dask.distributed LocalCluster (two worker processes) equal the
-    single-process fusion to 1e-5, in memory and written to zarr by the workers."""
+    single-process fusion to 1e-5, in memory and written to zarr by the workers; many pairs go
+    to the same cluster."""
     distributed = pytest.importorskip("distributed")
     single = api.fuse(pair.lr, pair.msi, "cofusion", tile=96)
     assert single.blocks == 4
@@ -90,6 +91,15 @@ def test_local_cluster_of_two_workers_equals_one_process(pair, tmp_path):
         stored = fuse_dask(pair.lr, pair.msi, "cofusion", tile=96, scheduler=addr, out=tmp_path / "c.zarr")
         with distributed.Client(addr) as client:
             assert len(client.scheduler_info()["workers"]) == 2
+        save_pair(pair, tmp_path / "pairs" / "p1")
+        save_pair(simulate_pair(pair.reference.with_data(np.ascontiguousarray(pair.reference.data[:, :96, :96])),
+                                protocol="cave-x4"), tmp_path / "pairs" / "p2")
+        (tmp_path / "many").mkdir()
+        rows = fuse_many(find_pairs(tmp_path / "pairs"), tmp_path / "many", "csakd", scheduler=addr)
+        assert [(r["name"], r["error"], r["weights"]) for r in rows] == [
+            ("p1", None, "csakd_cave_x4.safetensors"), ("p2", None, "csakd_cave_x4.safetensors")]
+        np.testing.assert_allclose(read_cube(tmp_path / "many" / "p1.hdr").data,
+                                   api.fuse(pair.lr, pair.msi, "csakd").cube.data, atol=1e-5)
     assert float(np.abs(res.cube.data - single.cube.data).max()) < 1e-5
     assert float(np.abs(read_cube(stored.paths[0]).data - single.cube.data).max()) < 1e-5
     assert res.meta["weights"] == single.meta["weights"]

@@ -292,11 +292,12 @@ def fuse_many(jobs: Sequence[PairJob], out_dir: str | os.PathLike, method: str =
 
             futures = client.compute(tasks)
             rows = {}
-            for fut in as_completed(futures):
-                row = fut.result()
-                rows[row["name"]] = row
-                if progress is not None:
-                    progress(row)
+            with client.as_current():  # the client is not the process default (set_as_default=False)
+                for fut in as_completed(futures):
+                    row = fut.result()
+                    rows[row["name"]] = row
+                    if progress is not None:
+                        progress(row)
             return [rows[j.name] for j in jobs]
         sched = scheduler or ("processes" if workers > 1 else "synchronous")
         if sched == "synchronous":
