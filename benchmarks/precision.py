@@ -23,6 +23,7 @@ import torch
 
 from napari_cofusion.core.io import read_cube
 from napari_cofusion.core.metrics import psnr
+from napari_cofusion.learn.infer import set_channels_last
 from napari_cofusion.learn.method import load_model_for
 from napari_cofusion.learn.train import make_scene
 
@@ -41,15 +42,6 @@ def run(model, sc, bf16: bool, cl: bool) -> tuple[np.ndarray, float]:
         out = model(lr, msi, base)
         dt = time.perf_counter() - t0
     return out.float().clamp(0, 1)[0].numpy(), dt
-
-
-def _memory_format(model, fmt):
-    """The 4-D parameters (convolution weights) in ``fmt``; the others stay as they are."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=fmt)
-    return model
 
 
 def main() -> None:
@@ -74,7 +66,8 @@ def main() -> None:
         model.eval()
         ref_psnr, ref_t = None, None
         for label, bf16, cl in VARIANTS:
-            m = _memory_format(model, torch.channels_last if cl else torch.contiguous_format)
+            set_channels_last(model, cl)
+            m = model
             try:
                 run(m, scenes[0], bf16, cl)  # warm-up (oneDNN picks its kernels)
             except RuntimeError as exc:  # an op without a bf16 kernel for these dtypes

@@ -192,6 +192,27 @@ def _run_args(p: argparse.ArgumentParser, learning_rate: float | None, lr_help: 
     p.add_argument("--log-every", type=int, default=10, metavar="N", help="print every Nth step")
 
 
+def _scene_folder_args(p: argparse.ArgumentParser, protocols: Sequence[str], steps: int, patch: int,
+                       learning_rate: float, lr_help: str) -> None:
+    """The flags of the commands that train on a folder of reference scenes (train, distill)."""
+    p.add_argument("--data", required=True, help="folder of scene folders (e.g. ../shared/data/cave)")
+    p.add_argument("--protocol", default="cave-x4", choices=protocols)
+    p.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
+    p.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=patch)
+    _run_args(p, learning_rate, lr_help)
+    p.add_argument("--warmup", type=int, default=200, help="warm-up steps (at most a tenth of --steps)")
+    p.add_argument("--crop", type=int, default=None, help="crop scenes to this size (quick runs)")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
+    _out_args(p, "weights path without extension (NAME.safetensors + NAME.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from napari_cofusion.core.srf import srf_presets
     from napari_cofusion.degrade.simulate import PROTOCOLS
@@ -255,50 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     t = sub.add_parser("train", help="train CoFusion on CAVE-style scenes under a protocol")
-    t.add_argument("--data", required=True, help="folder of scene folders (e.g. ../shared/data/cave)")
-    t.add_argument("--protocol", default="cave-x4", choices=protocols)
-    t.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
-    t.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--patch", type=int, default=64)
-    _run_args(t, 1e-4, "peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
-    t.add_argument("--warmup", type=int, default=200, help="warm-up steps (at most a tenth of --steps)")
+    _scene_folder_args(t, protocols, 2000, 64, 1e-4,
+                       "peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
-    t.add_argument("--crop", type=int, default=None, help="crop scenes to this size (quick runs)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="no dihedral variants of the scenes")
-    t.add_argument("--val-every", type=int, default=250)
-    t.add_argument("--ckpt-every", type=int, default=50)
-    t.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
-    _out_args(t, "weights path without extension (NAME.safetensors + NAME.json)")
     t.set_defaults(func=_cmd_train)
 
     k = sub.add_parser("distill", help="distil a CoFusion teacher into the fast CSAKD student")
-    k.add_argument("--data", required=True, help="folder of scene folders (e.g. ../shared/data/cave)")
-    k.add_argument("--protocol", default="cave-x4", choices=protocols)
+    _scene_folder_args(k, protocols, 4000, 128, 4e-4, "peak learning rate")
     k.add_argument("--teacher", default=None, help="CoFusion weights name or path (default: the shipped ones)")
     k.add_argument("--student", default=None, metavar="JSON", help='student configuration, e.g. \'{"width": 48}\'')
-    k.add_argument("--val", nargs="*", default=None, help="validation scene names (default: oil_painting paints)")
-    k.add_argument("--train-scenes", nargs="*", default=None, help="restrict training to these scene names")
-    k.add_argument("--steps", type=int, default=4000)
-    k.add_argument("--batch", type=int, default=8)
-    k.add_argument("--patch", type=int, default=128)
-    _run_args(k, 4e-4, "peak learning rate")
-    k.add_argument("--warmup", type=int, default=200, help="warm-up steps (at most a tenth of --steps)")
     k.add_argument("--kd-weight", type=float, default=0.1, help="weight of L1(student, teacher)")
     k.add_argument("--sam-weight", type=float, default=0.1, help="weight of the spectral angle (radians)")
     k.add_argument("--variants", type=int, default=4, choices=range(1, 9), metavar="1-8",
                    help="dihedral variants of each training scene (4: about 6 GB for the 18 CAVE scenes)")
-    k.add_argument("--crop", type=int, default=None, help="crop scenes to this size (quick runs)")
-    k.add_argument("--val-every", type=int, default=250)
-    k.add_argument("--ckpt-every", type=int, default=50)
-    k.add_argument("--ckpt-dir", default=None, help="checkpoint folder (resumable with --resume)")
-    k.add_argument("--resume", action="store_true")
-    k.add_argument("--workers", type=int, default=1, help="processes that simulate the scenes before training")
-    _out_args(k, "weights path without extension (NAME.safetensors + NAME.json)")
     k.set_defaults(func=_cmd_distill)
 
     d = sub.add_parser("demo", help="simulate a pair from the bundled CAVE crop, fuse it, print the metrics")

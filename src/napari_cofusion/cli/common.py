@@ -33,14 +33,10 @@ def _auto(v: str | None) -> str | None:
 
 
 def _check_out(path: "str | Path", overwrite: bool) -> Path:
-    """An output file (and, for ENVI, its data file) checked before any work: it must not exist
-    unless --overwrite, and its folder must exist and be writable."""
-    from napari_cofusion.core.io.common import check_target
+    """An output cube checked before any work (:func:`napari_cofusion.core.io.check_output`)."""
+    from napari_cofusion.core.io import check_output
 
-    p = Path(path)
-    for q in ((p.with_suffix(".hdr"), p.with_suffix(".img")) if p.suffix.lower() in (".hdr", ".img") else (p,)):
-        check_target(q, overwrite)
-    return p
+    return check_output(path, overwrite)
 
 
 def _weights_out(out: str, overwrite: bool) -> Path:

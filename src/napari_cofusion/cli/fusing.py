@@ -61,13 +61,8 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
         return _cmd_fuse_many(a, opts)
     if not (a.lr and a.msi):
         raise CubeError("give --lr and --msi (one pair), or --pairs (many)")
-    out = Path(a.out)
+    out = _check_out(a.out, a.overwrite)
     zarr_out = is_zarr_path(out)
-    if zarr_out:
-        if out.exists() and not a.overwrite:
-            raise CubeError(f"{out}: already exists; choose another name (or --overwrite)")
-    else:
-        _check_out(out, a.overwrite)
     lr, msi = read_pair(a.lr, a.msi, a.recipe)
     # ENVI and zarr are written block by block as the blocks are fused (memory follows the
     # block); other formats are written whole at the end

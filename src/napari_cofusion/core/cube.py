@@ -167,14 +167,7 @@ class Cube:
 
     # ------------------------------------------------------------ napari bridge
     def layer_metadata(self) -> dict:
-        md = {
-            "wavelengths": None if self.wavelengths is None else [float(w) for w in self.wavelengths],
-            "norm_scale": float(self.norm_scale),
-            "source": self.source,
-            "napari_cofusion": True,
-        }
-        md.update({k: v for k, v in self.meta.items() if k not in md})
-        return md
+        return layer_metadata(self.wavelengths, self.norm_scale, self.source, self.meta)
 
     def to_layer_data(self) -> tuple[np.ndarray, dict, str]:
         """A napari LayerDataTuple. ``rgb=False`` always: a 3- or 4-band cube is not an RGB image."""
@@ -205,3 +198,16 @@ class Cube:
         if arr.dtype.kind in "iu":
             return cls.from_raw(arr, wavelengths=wl, name=name, source=source, meta=md)
         return cls(arr, wavelengths=wl, norm_scale=norm, name=name, source=source, meta=md)
+
+
+def layer_metadata(wavelengths: Any, norm_scale: float, source: str, meta: dict) -> dict:
+    """A cube layer's napari metadata: wavelengths (nm), norm scale, source, the plugin's mark,
+    then the cube's other metadata (a cube's, or a lazily opened store's)."""
+    md = {
+        "wavelengths": None if wavelengths is None else [float(w) for w in wavelengths],
+        "norm_scale": float(norm_scale),
+        "source": source,
+        "napari_cofusion": True,
+    }
+    md.update({k: v for k, v in (meta or {}).items() if k not in md})
+    return md

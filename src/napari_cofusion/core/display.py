@@ -156,8 +156,7 @@ def percentile_limits(data: Any, low: float = 1.0, high: float = 99.0, max_sampl
             shape = (len(range(0, shape[0], bstep)),) + shape[1:]
         n = int(np.prod(shape))
         step = max(1, int(np.ceil(np.sqrt(n / max(1, max_samples)))))
-        sample = np.asarray(data[(*lead, Ellipsis, slice(None, None, step), slice(None, None, step))]
-                            if lead else data[(Ellipsis, slice(None, None, step), slice(None, None, step))],
+        sample = np.asarray(data[(*lead, Ellipsis, slice(None, None, step), slice(None, None, step))],
                             dtype=np.float64)
     else:
         sample = np.asarray(data, dtype=np.float64)

@@ -40,10 +40,14 @@ __all__ = ["LOCAL_SCHEDULERS", "fuse_dask", "fuse_many", "find_pairs", "PairJob"
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
 
 
-def connect(scheduler: str | None):
-    """The ``dask.distributed`` client for a scheduler address (None for the local schedulers)."""
-    if scheduler is None or scheduler in LOCAL_SCHEDULERS:
+def connect(scheduler: str | None, local: Sequence[str] = LOCAL_SCHEDULERS):
+    """The ``dask.distributed`` client for a scheduler address, None for one of the ``local``
+    schedulers; any other name is refused with the choices."""
+    if scheduler is None or scheduler in local:
         return None
+    if ":" not in str(scheduler):
+        raise CubeError(f"scheduler {scheduler!r}: use {', '.join(local)}, or a dask.distributed address "
+                        "such as tcp://HOST:8786")
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover - a dependency of the package
@@ -86,16 +90,12 @@ def fuse_dask(lr: Cube, msi: Cube, method: str = "glp-hs", *, out: "str | os.Pat
     import dask.array as da
 
     t0 = time.perf_counter()
-    if scheduler is not None and scheduler not in LOCAL_SCHEDULERS[:2] and "://" not in str(scheduler) \
-            and ":" not in str(scheduler):
-        raise CubeError(f"scheduler {scheduler!r}: use threads, synchronous, or a dask.distributed address "
-                        "such as tcp://HOST:8786")
-    plan = plan_fusion(lr, msi, method, tile=tile, **kwargs)
-    blocks = plan.blocks
-    side = max(b.y1 - b.y0 for b in blocks) if blocks else 256
-    sink = _sink(out, lr.bands, msi.spatial_shape, overwrite, chunk=chunk or side)
-    client = connect(scheduler)
+    client = connect(scheduler, LOCAL_SCHEDULERS[:2])  # first: a bad address costs no planning, leaves no file
+    sink = None
     try:
+        plan = plan_fusion(lr, msi, method, tile=tile, **kwargs)
+        blocks = plan.blocks
+        sink = _sink(out, lr.bands, msi.spatial_shape, overwrite, chunk=chunk or max(b.y1 - b.y0 for b in blocks))
         shipped = replace(plan, amp=None)  # the edge map travels once, as its own input
         if client is not None:
             lr_d, msi_d, plan_d = client.scatter([lr.data, msi.data, shipped], broadcast=False)
@@ -111,10 +111,7 @@ def fuse_dask(lr: Cube, msi: Cube, method: str = "glp-hs", *, out: "str | os.Pat
                                    dtype=np.float32) for i in row] for row in _grid(blocks)]
         cube = da.block(chunks)
         terms = [r[1] for r in results]
-        if out is None:
-            target = None
-        else:
-            target = sink.target()
+        target = None if out is None else sink.target()
         if client is not None:
             if target is None:
                 data, tlist = client.compute([cube, terms], sync=True)
@@ -266,7 +263,7 @@ def fuse_many(jobs: Sequence[PairJob], out_dir: str | os.PathLike, method: str =
     are refused before any work unless ``overwrite``. Returns one row per pair, in order."""
     import dask
 
-    from napari_cofusion.core.io.common import check_target
+    from napari_cofusion.core.io import check_output
 
     folder = Path(out_dir)
     if not folder.is_dir():
@@ -275,11 +272,7 @@ def fuse_many(jobs: Sequence[PairJob], out_dir: str | os.PathLike, method: str =
         raise CubeError(f"output format {fmt!r}: use .hdr, .tif, .npy or .zarr")
     outs = [str(folder / f"{j.name}{fmt}") for j in jobs]
     for o in outs:
-        if fmt == ".hdr":
-            check_target(Path(o), overwrite)
-            check_target(Path(o).with_suffix(".img"), overwrite)
-        elif Path(o).exists() and not overwrite:
-            raise CubeError(f"{o}: already exists; choose another folder (or allow overwriting)")
+        check_output(o, overwrite)
     workers = max(1, int(workers or 1))
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from napari_cofusion.core.cube import Cube
+from napari_cofusion.core.cube import Cube, layer_metadata
 from napari_cofusion.core.errors import CofusionWarning
 from napari_cofusion.core.io import is_cube_path, read_cubes, write_cube
 from napari_cofusion.core.io.zarr import is_zarr_path, open_zarr_lazy
@@ -58,8 +58,8 @@ def lazy_layer_data(path: "str | Path") -> tuple:
     """A napari LayerDataTuple over a zarr store whose data is a dask array: napari reads the
     chunks of the band it shows, never the whole cube."""
     data, attrs = open_zarr_lazy(path)
-    md = {"wavelengths": attrs.get("wavelengths_nm"), "norm_scale": float(attrs.get("norm_scale", 1.0)),
-          "source": str(path), "napari_cofusion": True, "lazy": True, **(attrs.get("meta") or {})}
+    md = layer_metadata(attrs.get("wavelengths_nm"), attrs.get("norm_scale", 1.0), str(path),
+                        {"lazy": True, **(attrs.get("meta") or {})})
     return data, {"name": attrs.get("name") or Path(path).stem, "rgb": False, "metadata": md}, "image"
 
 

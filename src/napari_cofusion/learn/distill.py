@@ -70,16 +70,12 @@ def kd_loss(out: torch.Tensor, ref: torch.Tensor, teacher: torch.Tensor | None, 
     return loss
 
 
-def attach_teacher(teacher: torch.nn.Module, scenes: Sequence[Scene], progress: Any = None) -> list[Scene]:
-    """Each scene with the teacher's output (network alone, clipped to [0, 1]) kept in float16."""
-    out = []
+def attach_teacher(teacher: torch.nn.Module, scenes: Sequence[Scene], progress: Any = None) -> None:
+    """Give each scene (in place) the teacher's output (network alone, clipped to [0, 1]), kept in float16."""
     for i, sc in enumerate(scenes):
-        t = predict(teacher, sc.lr, sc.msi, sc.base)
-        sc.teacher = t.to(torch.float16)
-        out.append(sc)
+        sc.teacher = predict(teacher, sc.lr, sc.msi, sc.base).to(torch.float16)
         if progress is not None:
             progress(i + 1, len(scenes))
-    return out
 
 
 

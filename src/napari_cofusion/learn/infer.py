@@ -19,7 +19,7 @@ import torch
 
 from napari_cofusion.fusion.blocks import ArraySink, plan_blocks, run_blocks
 
-__all__ = ["forward", "fuse_tensor", "cpu_fast_path"]
+__all__ = ["forward", "fuse_tensor", "cpu_fast_path", "set_channels_last"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,7 +42,7 @@ def cpu_fast_path(model: torch.nn.Module) -> dict[str, bool]:
     return {"bf16": bool(want.get("bf16")) and _bf16_native(), "channels_last": bool(want.get("channels_last"))}
 
 
-def _channels_last(model: torch.nn.Module, on: bool) -> None:
+def set_channels_last(model: torch.nn.Module, on: bool) -> None:
     """Convolution weights (4-D parameters) in channels_last (or back), once per model."""
     if getattr(model, "_channels_last", False) == on:
         return
@@ -61,7 +61,7 @@ def forward(model: torch.nn.Module, lr: torch.Tensor, msi: torch.Tensor, base: t
     dev = next(model.parameters()).device
     xs = [lr[None].to(dev), msi[None].to(dev), None if base is None else base[None].to(dev)]
     fast = cpu_fast_path(model) if dev.type == "cpu" else {"bf16": False, "channels_last": False}
-    _channels_last(model, fast["channels_last"])
+    set_channels_last(model, fast["channels_last"])
     if fast["channels_last"]:
         xs = [None if x is None else x.contiguous(memory_format=torch.channels_last) for x in xs]
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if fast["bf16"] else contextlib.nullcontext()

@@ -145,8 +145,8 @@ def _sample_batch(scenes: Sequence[Scene], n: int, patch: int, g: torch.Generato
             bases.append(sc.base[:, y:y + ps, x:x + ps])
         if sc.teacher is not None:
             teachers.append(sc.teacher[:, y:y + ps, x:x + ps])
-    base = torch.stack(bases).float() if bases else None
-    teacher = torch.stack(teachers).float() if teachers else None
+    base = torch.stack(bases) if bases else None
+    teacher = torch.stack(teachers).float() if teachers else None  # kept in float16
     return torch.stack(lrs), torch.stack(mss), torch.stack(refs), base, teacher
 
 
@@ -183,7 +183,7 @@ def validate(model: CoFusion, scenes: Sequence[Scene], consistency: str = "off")
     training loop selects on the network alone, "off")."""
     res = []
     for sc in scenes:
-        z = predict(model, sc.lr, sc.msi, None if sc.base is None else sc.base.float())
+        z = predict(model, sc.lr, sc.msi, sc.base)
         if consistency != "off":
             z = torch.from_numpy(enforce(z.cpu().numpy(), sc.lr.cpu().numpy(), sc.msi.cpu().numpy(), sc.kernel,
                                          sc.scale, sc.phase, consistency)[0])

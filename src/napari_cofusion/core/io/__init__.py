@@ -37,10 +37,24 @@ from napari_cofusion.core.io.mat import mat_arrays, read_mat
 from napari_cofusion.core.io.npy import npz_arrays, read_numpy, write_numpy
 from napari_cofusion.core.io.png import png_bands, read_png_folder
 from napari_cofusion.core.io.tiff import TIFF_EXTS, read_tiff, write_tiff
-from napari_cofusion.core.io.zarr import is_zarr_path, read_zarr, write_zarr
+from napari_cofusion.core.io.zarr import check_store_target, is_zarr_path, read_zarr, write_zarr
 
 __all__ = ["read_cube", "read_cubes", "read_envi", "read_mat", "read_tiff", "read_numpy", "read_png_folder",
-           "write_cube", "write_json", "to_band_first", "normalise", "is_cube_path", "CAVE_WAVELENGTHS", "read_zarr"]
+           "write_cube", "write_json", "to_band_first", "normalise", "is_cube_path", "CAVE_WAVELENGTHS", "read_zarr",
+           "check_output"]
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output cube that exists (unless ``overwrite``) or cannot be
+    written: ENVI's header and data file both, a zarr store's folder, any other file itself."""
+    from napari_cofusion.core.io.common import check_target
+
+    p = Path(path)
+    if is_zarr_path(p):
+        return check_store_target(p, overwrite)
+    for q in ((p.with_suffix(".hdr"), p.with_suffix(".img")) if p.suffix.lower() in (".hdr", ".img") else (p,)):
+        check_target(q, overwrite)
+    return p
 
 
 def is_cube_path(path: str | os.PathLike) -> bool:

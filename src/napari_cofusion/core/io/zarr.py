@@ -26,7 +26,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.io.common import json_safe
 
-__all__ = ["ZARR_SUFFIX", "ATTRS_KEY", "is_zarr_path", "ZarrSink", "read_zarr", "write_zarr", "open_zarr_lazy"]
+__all__ = ["ZARR_SUFFIX", "ATTRS_KEY", "is_zarr_path", "check_store_target", "ZarrSink", "read_zarr", "write_zarr", "open_zarr_lazy"]
 
 ZARR_SUFFIX = ".zarr"
 ATTRS_KEY = "napari_cofusion"
@@ -37,6 +37,23 @@ def is_zarr_path(path: str | os.PathLike) -> bool:
     return str(path).lower().rstrip("/\\").endswith(ZARR_SUFFIX)
 
 
+def check_store_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a store name that does not end in .zarr, that exists (unless
+    ``overwrite``) or is a file, or whose folder is missing or not writable."""
+    p = Path(path)
+    if not is_zarr_path(p):
+        raise CubeError(f"{p}: a zarr store's name ends in {ZARR_SUFFIX}")
+    if p.exists() and not overwrite:
+        raise CubeError(f"{p}: already exists; choose another name (or allow overwriting)")
+    if p.exists() and not p.is_dir():
+        raise CubeError(f"{p}: is a file, not a zarr store")
+    if not p.parent.is_dir():
+        raise CubeError(f"{p.parent}: folder does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise CubeError(f"{p.parent}: folder is not writable")
+    return p
+
+
 class ZarrSink:
     """A (C, H, W) float32 zarr store written block by block (``fuse(..., out="NAME.zarr")``)."""
 
@@ -44,18 +61,8 @@ class ZarrSink:
                  overwrite: bool = False) -> None:
         import zarr
 
-        self.path = Path(path)
-        if not is_zarr_path(self.path):
-            raise CubeError(f"{self.path}: a zarr store's name ends in {ZARR_SUFFIX}")
-        if self.path.exists() and not overwrite:
-            raise CubeError(f"{self.path}: already exists; choose another name (or allow overwriting)")
-        if self.path.exists() and not self.path.is_dir():
-            raise CubeError(f"{self.path}: is a file, not a zarr store")
+        self.path = check_store_target(path, overwrite)
         parent = self.path.parent
-        if not parent.is_dir():
-            raise CubeError(f"{parent}: folder does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise CubeError(f"{parent}: folder is not writable")
         self.overwrite = overwrite
         self.shape = (int(bands), int(H), int(W))
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{os.getpid()}.", suffix=".partial", dir=parent))
