@@ -92,8 +92,7 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     print(f"fused with {a.method} (x{res.scale}) in {res.seconds:.2f} s -> {out}")
     shown = _shown_options(res.meta)
     if shown:
-        print("chosen from the pair: " + ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}"
-                                                  for k, v in shown.items()))
+        print("chosen from the pair: " + ", ".join(_shown(k, v) for k, v in shown.items()))
     if weights:
         print(f"weights: {weights}")
     if res.consistency:
@@ -103,8 +102,17 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
 
 def _shown_options(meta: dict) -> dict:
     """The scene-wide choices a method made (glp-hs's regression, pnp-gf's fit and fallback),
-    without the bulky ones (the SRF matrix, the selection table)."""
-    return {k: v for k, v in (meta.get("options") or {}).items() if k not in ("srf", "selection")}
+    without the bulky ones (the SRF matrix, the selection tables, the per-band radius and shrink:
+    ``bands`` counts the bands of each choice)."""
+    return {k: v for k, v in (meta.get("options") or {}).items()
+            if k not in ("srf", "selection", "cross", "allowed") and not isinstance(v, list)}
+
+
+def _shown(key: str, value) -> str:
+    if key == "bands":  # glp-hs's regression, band by band: how many bands took each candidate
+        ranked = sorted(value.items(), key=lambda kv: -kv[1])
+        return "regression " + ", ".join(f"{name} on {n} band{'s' if n > 1 else ''}" for name, n in ranked)
+    return f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
 
 
 class _ListMethods(argparse.Action):

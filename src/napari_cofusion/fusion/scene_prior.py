@@ -98,7 +98,8 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
     R, fit = observation_srf(lr, msi, kernel, scale, phase)
     rounds = options.get("rounds", "auto")
     out = {**options, "rounds": rounds_for(scale) if rounds == "auto" else rounds,
-           "radius": opts["radius"], "shrink": opts["shrink"], "srf": np.asarray(R).tolist(),
+           "radius": opts["radius"], "shrink": opts["shrink"], **({"bands": opts["bands"]} if "bands" in opts else {}),
+           "srf": np.asarray(R).tolist(),
            "fit_residual": float(fit)}
     if not fit <= AUTO_MAX_RESIDUAL:
         out["fallback"] = (f"the PSF and the fitted SRF explain the pair only to a relative residual of {fit:.2g} "

@@ -187,12 +187,13 @@ def prepare_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.nda
     from napari_cofusion.fusion.classical import prepare_glp_hs
 
     cfg = FitConfig(**{k: options[k] for k in ("steps", "degradation_steps", "seed", "base") if k in options})
-    radius, shrink = options.get("radius", "auto"), options.get("shrink", 0.0)
+    radius, shrink, bands = options.get("radius", "auto"), options.get("shrink", 0.0), None
     if cfg.base == "glp-hs":
         glp = prepare_glp_hs(lr, msi, scale, kernel, phase, {"radius": radius})
-        radius, shrink = glp["radius"], glp.get("shrink", shrink)
+        radius, shrink, bands = glp["radius"], glp.get("shrink", shrink), glp.get("bands")
     model, report, U = fit_pair(lr, msi, scale, phase, cfg, kernel=kernel, radius=radius, shrink=shrink)
-    return {**options, "radius": radius, "shrink": shrink, "_model": model, "_base": U, "report": report.to_json()}
+    return {**options, "radius": radius, "shrink": shrink, **({"bands": bands} if bands else {}), "_model": model,
+            "_base": U, "report": report.to_json()}
 
 
 def run_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int, _model: MossFuse | None = None,
