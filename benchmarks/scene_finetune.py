@@ -118,7 +118,7 @@ def run_scene(name: str, scale: int, finetune: bool, steps: int | None) -> list[
         rows.append({"scene": name, "scale": scale, "bands": ref.bands, "ms_bands": msi.bands, "size": list(X.shape[1:]),
                      "method": col, **{k: round(float(m[k]), 4) for k in ("psnr", "ssim", "sam", "ergas")},
                      "minutes": round(secs / 60, 3),
-                     **({"radius": o.get("radius"), "shrink": o.get("shrink")} if meth != "bicubic" and not opts else {}),
+                     **({"regression": o.get("bands")} if o.get("bands") and not opts else {}),
                      **({"warnings": [str(w.message) for w in caught]} if caught else {}),
                      **(est if meth == "pnp-gf" else {}),
                      **(_moss(o["report"], deg, srf, ref) if meth == "mossfuse" else {})})
@@ -161,7 +161,8 @@ def houston_rows() -> list[dict]:
 def _print(rows: list[dict]) -> None:
     for r in rows:
         if "psnr" in r:
-            extra = f"  (r{r['radius']}, shrink {r['shrink']:g})" if r.get("radius") is not None else ""
+            reg = sorted((r.get("regression") or {}).items(), key=lambda kv: -kv[1])
+            extra = ("  (" + ", ".join(f"{name}×{n}" for name, n in reg) + ")") if reg else ""
             if "sigma_est" in r:
                 extra += f"  σ̂ {r['sigma_est']:.3f}, phase {r['phase_est']}/{r['phase_true']}, fit {r['fit_residual']:.2g}"
             if "moss_sigma" in r:
@@ -183,6 +184,10 @@ def summary(rows: list[dict]) -> None:
             print(f"[mean ×{scale}] {meth:11s} PSNR {np.mean([r['psnr'] for r in rs]):6.2f} "
                   f"SAM {np.mean([r['sam'] for r in rs]):5.2f} over {len(rs)} scenes", flush=True)
         by = {(r["scene"], r["method"]): r for r in sel}
+        over = [by[(s, "glp-hs")]["psnr"] - by[(s, "global")]["psnr"] for s, m in by if m == "glp-hs" and (s, "global") in by]
+        if over:
+            print(f"[glp-hs ×{scale}] chosen − global regression: PSNR mean {np.mean(over):+.2f} dB, min {min(over):+.2f}",
+                  flush=True)
         for route in PAIR_ONLY:
             gains = [by[(s, route)]["psnr"] - by[(s, "glp-hs")]["psnr"] for s, m in by if m == route]
             sams = [by[(s, route)]["sam"] - by[(s, "glp-hs")]["sam"] for s, m in by if m == route]

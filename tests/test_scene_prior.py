@@ -258,3 +258,17 @@ def test_mossfuse_through_fuse_records_its_estimates(pavia_pair):
         fuse(p.lr, p.msi, "mossfuse", psf="wald", steps=0)
     with pytest.raises(CubeError, match="mossfuse does not take _model"):
         fuse(p.lr, p.msi, "mossfuse", psf="wald", _model=None)
+
+
+def test_mossfuse_falls_back_when_its_learned_psf_disagrees(pavia_pair):
+    """Given a PSF far from the pair's (sigma 0.6 px; the wald pair's is 1.7), MossFuse's own PSF
+    learns the pair's, the two disagree, and the result is glp-hs with that PSF, said with the numbers."""
+    from napari_cofusion.learn.mossfuse_fit import kernel_sigma
+
+    p = pavia_pair
+    assert kernel_sigma(ops.gaussian_kernel(9, 1.5)) == pytest.approx(1.5, abs=0.02)
+    with pytest.warns(CofusionWarning, match=r"learned PSF \(sigma 1\.[5-9]\d px\) disagrees .* \(sigma 0\.[56]\d px\)"):
+        res = fuse(p.lr, p.msi, "mossfuse", psf="gaussian:0.6", steps=5, degradation_steps=300)
+    assert "this is glp-hs" in res.meta["options"]["fallback"]
+    glp = fuse(p.lr, p.msi, "glp-hs", psf="gaussian:0.6").cube.data
+    np.testing.assert_allclose(res.cube.data, glp, atol=1e-5)

@@ -344,6 +344,8 @@ def test_fusion_cancel(make_napari_viewer, qtbot, tmp_path):
 def test_scene_only_finetune_on_real_pair(make_napari_viewer, qtbot, shared_data, tmp_path):
     """No reference layer: the PSF/SRF are estimated from the Houston pair, starting weights for
     another band count are adapted, the fine-tuned model fuses the pair and saves with its estimates."""
+    from napari_cofusion.gui.fusion import finetune_panel
+
     viewer = make_napari_viewer()
     viewer.open(str(shared_data / "houston2018" / "houston_dataset.mat"), plugin=PLUGIN)
     w = _fusion_widget(viewer)
@@ -355,6 +357,10 @@ def test_scene_only_finetune_on_real_pair(make_napari_viewer, qtbot, shared_data
     assert not w.degradation_plot.isHidden() and "phase" in w.status_label.text()
     start = _small_weights(tmp_path / "cave_small", 31, 3, 4)
     w.add_weights_path(start, select=("finetune",))
+    # with no reference layer Fine-tune runs pnp-gf unless the CoFusion fine-tune is chosen
+    assert w.ft_route_combo.currentText() == finetune_panel.ROUTE_PNP and w.ft_route_combo.isVisibleTo(w)
+    w.ft_route_combo.setCurrentText(finetune_panel.ROUTE_COFUSION)
+    assert w.finetune_button.text() == "Fine-tune" and w.steps_spin.isEnabled()
     w.steps_spin.setValue(4)
     w.patch_spin.setValue(16)
     w.batch_spin.setValue(2)
@@ -441,6 +447,22 @@ def test_pair_only_route_on_a_real_crop(make_napari_viewer, qtbot, shared_data, 
     glp = fuse(pair.lr, pair.msi, "glp-hs", psf="wald").cube.data
     assert metrics.psnr(out.data, ref.data[:, :48, :48]) > metrics.psnr(glp, ref.data[:, :48, :48]) + 0.3
     assert not shown
+    # "Fine-tune without a reference" runs the route that measured best, pnp-gf, by default: the
+    # same result as the core's (and as the Run panel's) from the PSF estimated from the pair
+    from napari_cofusion.gui.fusion import finetune_panel
+
+    assert w.ft_route_combo.currentText() == finetune_panel.ROUTE_PNP
+    assert w.finetune_button.text() == "Fuse with pnp-gf" and not w.steps_spin.isEnabled()
+    w.start_finetune()
+    _wait_idle(qtbot, w)
+    tuned = w.last_result_layer
+    assert tuned is not out and tuned.name == "pnp-gf fused [1]" and tuned.metadata["route"] == "fine-tune without a reference"
+    from napari_cofusion.gui.layers import layer_cube
+
+    core = fuse(layer_cube(viewer.layers["pavia lr"]), layer_cube(viewer.layers["pavia msi"]), "pnp-gf",
+                psf="auto").cube.data
+    np.testing.assert_allclose(tuned.data, core, atol=1e-5)
+    assert w.finetuned_model is None  # no training, no session weights
     # glp-hs keeps "recipe, else weak" by default
     w.method_combo.setCurrentText("glp-hs")
     assert w.fuse_psf_combo.currentText() == run_panel.PSF_RECIPE

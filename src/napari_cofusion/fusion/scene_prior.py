@@ -19,10 +19,10 @@ result agrees with both observations. Nothing is learnt from other scenes: the w
 coefficients are fitted to this scene in every round.
 
 Measured with the PSF and phase estimated from the pair (benchmarks/scene_finetune.py, the README's
-table): ×4, 15 rounds, over glp-hs: DC Mall +1.24 dB, PaviaU +0.46, Salinas-A +1.24, Jasper Ridge
-+1.05, CAVE oil_painting / paints (3-band camera, σ 2 px) +0.71 / +1.3: +1.01 dB on average with
-a lower SAM on every scene; ×8 smaller gains (+0.23 to +0.62 with 15 rounds; 40 rounds are the ×8
-default). A network added after these rounds (a small CNN in a
+table): ×4, 15 rounds, over glp-hs (its regression chosen band by band): DC Mall +1.10 dB, PaviaU
++0.50, Salinas-A +1.46, Jasper Ridge +1.02, CAVE oil_painting / paints (3-band camera, σ 2 px)
++0.58 / +1.51: +1.03 dB on average with a lower SAM on every scene; ×8, 40 rounds, +0.27 to +0.70,
++0.52 on average. A network added after these rounds (a small CNN in a
 k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and this prior,
 200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more (zero-shot,
 reduced resolution) it lost 3 dB on DC Mall before the projection.

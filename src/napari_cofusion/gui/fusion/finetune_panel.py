@@ -1,5 +1,6 @@
-"""The Fine-tune panel: fine-tune CoFusion on the scene (from a reference layer, or scene-only from
-the pair with estimated or preset degradations), estimate the PSF / SRF, save the fine-tuned
+"""The Fine-tune panel: fine-tune CoFusion on the scene from a reference layer; without one, run the
+chosen pair-only route (pnp-gf by default, the best measured; MossFuse; or a scene-only CoFusion
+fine-tune with estimated or preset degradations); estimate the PSF / SRF, save the fine-tuned
 weights; the live loss curve and the estimate's plot. The defaults are the scene fine-tune's
 (:mod:`napari_cofusion.learn.selfsup`), which the command line uses too."""
 
@@ -21,7 +22,7 @@ from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.gui.fusion.weights_combo import W_SESSION, WeightsCombo
 from napari_cofusion.gui.layers import show_info, show_warning
-from napari_cofusion.jobs import JobError, JobUpdate, Status, estimate_job
+from napari_cofusion.jobs import JobError, JobUpdate, Status, estimate_job, fusion_job
 from napari_cofusion.learn import selfsup
 from napari_cofusion.learn import weights as wmod
 
@@ -49,10 +50,23 @@ class _DeferredPlan:
         return (yield from inner)
 
 
+#: the routes of "Fine-tune without a reference", the one that measured best first (its default):
+#: label → the fusion method it runs (None: fine-tune CoFusion on the pair, giving reusable weights)
+ROUTE_PNP = "pnp-gf: scene prior, no training (measured best)"
+ROUTE_MOSS = "MossFuse: a network trained on the pair"
+ROUTE_COFUSION = "CoFusion fine-tune: weights you can reuse"
+ROUTES: dict[str, str | None] = {ROUTE_PNP: "pnp-gf", ROUTE_MOSS: "mossfuse", ROUTE_COFUSION: None}
+ROUTE_TIP = ("What Fine-tune does when the pair has no reference layer (benchmarks/scene_finetune.py, six scenes "
+             "from four sensors, PSF estimated from the pair). pnp-gf: glp-hs, then rounds of projection onto both "
+             "images and a guided filter by the HRMSI; the best measured (README). MossFuse: a network trained "
+             "on the pair (about a minute). CoFusion: fine-tune the network on the pair and keep the weights; it "
+             "added at most +0.07 dB over glp-hs. pnp-gf and MossFuse fit the SRF to the pair themselves.")
+
 #: shown when the pair has no reference layer: what measured best without one
-PAIR_ONLY_HINT = ("No reference layer: a scene-only fine-tune gained +0.01 to +0.07 dB over glp-hs in the "
-                  "benchmarks; the Run panel's pnp-gf (PSF estimated from the pair) gained +1.0 dB at ×4 and "
-                  "+0.6 at ×8 on average, with no training. Fine-tune here to get weights you can reuse.")
+PAIR_ONLY_HINT = ("No reference layer: Fine-tune runs the route chosen below. Its default, pnp-gf, gained "
+                  "+1.0 dB at ×4 and +0.5 dB at ×8 over glp-hs on average, with no training, and falls back to "
+                  "glp-hs (saying why) when the pair does not fit the observation model; a CoFusion fine-tune "
+                  "gained +0.01 to +0.07 dB.")
 
 
 class FinetunePanel(QGroupBox):
@@ -86,6 +100,10 @@ class FinetunePanel(QGroupBox):
         self.ft_srf_combo = QComboBox()
         self.ft_srf_combo.addItems([EST, *srf_presets()])
         self.ft_srf_combo.setToolTip("SRF for scene-only fine-tuning (no reference): estimated from the pair or a preset")
+        self.route_combo = QComboBox()
+        self.route_combo.addItems(list(ROUTES))
+        self.route_combo.setToolTip(ROUTE_TIP)
+        self.route_combo.currentTextChanged.connect(self._update_buttons)
         self.estimate_button = QPushButton("Estimate PSF / SRF")
         self.estimate_button.setToolTip("Estimate the blur, decimation phase and spectral response from the pair alone")
         self.estimate_button.clicked.connect(lambda: self.estimate_degradations())
@@ -106,6 +124,8 @@ class FinetunePanel(QGroupBox):
         buttons.addWidget(self.finetune_button)
         buttons.addWidget(self.save_button)
         f.addRow(self.pair_only_hint)
+        f.addRow("Without a reference", self.route_combo)
+        self._route_label = f.labelForField(self.route_combo)
         f.addRow("Start from", self.ft_weights_combo)
         f.addRow("Steps", self.steps_spin)
         f.addRow("Learning rate", self.lr_edit)
@@ -122,9 +142,23 @@ class FinetunePanel(QGroupBox):
             getattr(state.events, name).connect(self._update_buttons)
         self._update_buttons()
 
+    def pair_only_method(self) -> str | None:
+        """The fusion method Fine-tune runs instead of training (no reference layer and a fusion
+        route chosen), else None."""
+        return ROUTES[self.route_combo.currentText()] if self.state.pair.reference is None else None
+
     def _update_buttons(self, *_: Any) -> None:
         s = self.state
-        self.pair_only_hint.setVisible(s.pair_valid and s.pair.reference is None)
+        no_ref = s.pair_valid and s.pair.reference is None
+        self.pair_only_hint.setVisible(no_ref)
+        self.route_combo.setVisible(no_ref)
+        if self._route_label is not None:
+            self._route_label.setVisible(no_ref)
+        method = self.pair_only_method()
+        self.finetune_button.setText(f"Fuse with {method}" if method else "Fine-tune")
+        for w in (self.ft_weights_combo, self.steps_spin, self.lr_edit, self.patch_spin, self.batch_spin,
+                  self.ft_srf_combo):
+            w.setEnabled(method is None)  # what only a CoFusion fine-tune uses (the routes fit their SRF)
         self.finetune_button.setEnabled(not s.busy)
         self.estimate_button.setEnabled(s.pair_valid and not s.busy)
         self.save_button.setEnabled(s.finetuned_model is not None and not s.busy)
@@ -172,10 +206,15 @@ class FinetunePanel(QGroupBox):
 
     # ------------------------------------------------------------------ fine-tune
     def start_finetune(self) -> Any:
-        """Fine-tune CoFusion on the scene in a worker; returns the worker (or None)."""
+        """Fine-tune CoFusion on the scene in a worker, or, with no reference layer, run the chosen
+        pair-only route (pnp-gf by default: a fusion job whose result the Run panel adds as a layer);
+        returns the worker (or None)."""
         state = self.state
         if state.busy:
             return None
+        method = self.pair_only_method()
+        if method is not None:
+            return self._fuse_pair_only(method)
         pair = state.pair
         try:
             cfg = plans.train_config(self.steps_spin.value(), self.lr_edit.text(), self.batch_spin.value(),
@@ -201,6 +240,21 @@ class FinetunePanel(QGroupBox):
         deferred = _DeferredPlan()
         return self.runner.start(deferred.job(make), JobKind.FINETUNE, "CoFusion fine-tuning", cfg.steps,
                                  context=deferred)
+
+    def _fuse_pair_only(self, method: str) -> Any:
+        """The pair-only route as the Run panel's fusion job: the PSF estimated from the pair (or the
+        chosen preset), the SRF fitted to it by the method."""
+        state = self.state
+        cubes = state.pair_cubes()
+        if cubes is None:
+            return None
+        lr, msi = cubes
+        psf, _srf = self._degradation_choice()
+        options: dict[str, Any] = {"psf": psf or "auto"}
+        meta = {"inputs": [state.pair.lr.name, state.pair.msi.name], "route": "fine-tune without a reference"}
+        state.status = f"{method}: fusing from the pair alone…"
+        return self.runner.start(fusion_job(lr, msi, method, options, self.runner.cancel_event), JobKind.FUSION,
+                                 f"{method} fusion", 1, context=meta)
 
     def finetune_done(self, outcome: JobOutcome) -> None:
         """A fine-tune ended (finished, cancelled or failed): keep the model when it took a step."""

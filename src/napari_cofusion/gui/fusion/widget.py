@@ -69,6 +69,7 @@ class FusionWidget(QWidget):
     batch_spin = _alias("finetune_panel", "batch_spin")
     ft_psf_combo = _alias("finetune_panel", "ft_psf_combo")
     ft_srf_combo = _alias("finetune_panel", "ft_srf_combo")
+    ft_route_combo = _alias("finetune_panel", "route_combo")
     estimate_button = _alias("finetune_panel", "estimate_button")
     finetune_button = _alias("finetune_panel", "finetune_button")
     save_button = _alias("finetune_panel", "save_button")
@@ -119,7 +120,8 @@ class FusionWidget(QWidget):
         return self.run_panel.run_fusion()
 
     def start_finetune(self) -> Any:
-        """Fine-tune CoFusion on the scene in a worker; returns the worker (or None)."""
+        """Fine-tune CoFusion on the scene in a worker (without a reference layer: the chosen
+        pair-only route, pnp-gf by default); returns the worker (or None)."""
         return self.finetune_panel.start_finetune()
 
     def estimate_degradations(self) -> Any:

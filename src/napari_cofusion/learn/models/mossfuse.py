@@ -254,8 +254,8 @@ class DegradationNet(nn.Module):
     1 are not kept: an MS band's gain relative to the HS bands is the sensor's (the ROSIS→IKONOS
     matrix's rows sum to 0.3–1.4), and forcing 1 left PaviaU's MSI loss 6× higher than glp-hs's own
     mismatch. ``psf()``: (k, k) Gaussian, covariance from the precision ``Mᵀ M`` with M
-    lower-triangular (any orientation and elongation), normalised to sum 1. Initialised flat at
-    1/C (SRF) and at σ = s/2 (PSF)."""
+    lower-triangular (any orientation and elongation) plus a ridge that keeps every direction's σ
+    under 1.5·s, normalised to sum 1. Initialised flat at 1/C (SRF) and at σ = s/2 (PSF)."""
 
     def __init__(self, hs_bands: int, ms_bands: int, scale: int) -> None:
         super().__init__()
@@ -263,7 +263,11 @@ class DegradationNet(nn.Module):
         self.srf_logits = nn.Parameter(torch.full((ms_bands, hs_bands), math.log(math.expm1(1.0 / hs_bands))))
         # the precision factor M: log of its diagonal (so it stays positive: a real pair such as
         # Houston 2018 drove a free diagonal to 0, an infinitely wide PSF) and its off-diagonal term
-        self.log_diag = nn.Parameter(torch.full((2,), math.log(2.0 / scale)))  # 1/σ with σ = s/2
+        # the precision gets a ridge 1/σ_max² (σ_max = 1.5·s, the kernel's half-width): no direction
+        # can be wider than the kernel's window (Salinas-A ×4 drove one to an equivalent σ of 1500 px)
+        self.min_precision = 1.0 / (1.5 * scale) ** 2
+        d0 = math.sqrt((2.0 / scale) ** 2 - self.min_precision)  # σ = s/2 at the start, ridge included
+        self.log_diag = nn.Parameter(torch.full((2,), math.log(d0)))
         self.off_diag = nn.Parameter(torch.zeros(()))
 
     def srf(self) -> torch.Tensor:
@@ -275,19 +279,23 @@ class DegradationNet(nn.Module):
         zero = torch.zeros((), dtype=d.dtype, device=d.device)
         return torch.stack([torch.stack([d[0], zero]), torch.stack([self.off_diag, d[1]])])
 
-    def psf(self) -> torch.Tensor:
+    def precision_matrix(self) -> torch.Tensor:
+        """P = MᵀM + I/σ_max² (2, 2): the Gaussian's inverse covariance."""
         M = self.precision()
-        r = torch.arange(self.k, dtype=M.dtype, device=M.device) - self.k // 2
+        return M.T @ M + self.min_precision * torch.eye(2, dtype=M.dtype, device=M.device)
+
+    def psf(self) -> torch.Tensor:
+        P = self.precision_matrix()
+        r = torch.arange(self.k, dtype=P.dtype, device=P.device) - self.k // 2
         yy, xx = torch.meshgrid(r, r, indexing="ij")
         z = torch.stack([yy, xx], -1)  # (k, k, 2)
-        q = torch.einsum("ijk,lk,lm,ijm->ij", z, M, M, z)
+        q = torch.einsum("ijk,km,ijm->ij", z, P, z)
         g = torch.exp(-0.5 * q)
         return g / g.sum()
 
     def sigma(self) -> float:
         """The equivalent isotropic sigma (HR pixels): the square root of the covariance's mean eigenvalue."""
-        M = self.precision().detach().double()
-        cov = torch.linalg.inv(M.T @ M)
+        cov = torch.linalg.inv(self.precision_matrix().detach().double())
         return float(math.sqrt(float(torch.linalg.eigvalsh(cov).mean())))
 
 
