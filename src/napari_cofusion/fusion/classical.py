@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -200,9 +201,7 @@ def select_regularisation(lr: np.ndarray, ms_lr: np.ndarray, eps: float = 1e-8,
         ref = cross[candidates.index((0, 0.0))] if (0, 0.0) in candidates else cross.max()
         allowed = cross <= ref * (1 + 1e-9)
     pick = np.where(allowed[:, None], err, np.inf).argmin(0)  # (C,)
-    counts: dict[str, int] = {}
-    for k in pick:
-        counts[names[k]] = counts.get(names[k], 0) + 1
+    counts = dict(Counter(names[k] for k in pick))
     return {"radius": [int(candidates[k][0]) for k in pick], "shrink": [float(candidates[k][1]) for k in pick],
             "errors": {n: float(np.sqrt(e / max(norm, 1e-30))) for n, e in zip(names, err.sum(1))},
             "cross": None if cross is None else {n: float(v) for n, v in zip(names, cross)},

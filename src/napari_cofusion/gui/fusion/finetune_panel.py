@@ -18,11 +18,12 @@ from napari_cofusion.core.srf import srf_presets
 from napari_cofusion.gui.fusion import finetune_plan as plans
 from napari_cofusion.gui.fusion.pairing import layer_key
 from napari_cofusion.gui.fusion.plots import DegradationPlot, LossPlot
+from napari_cofusion.gui.fusion.run_panel import start_fusion
 from napari_cofusion.gui.fusion.runner import JobOutcome, JobRunner
 from napari_cofusion.gui.fusion.state import FusionState, JobKind
 from napari_cofusion.gui.fusion.weights_combo import W_SESSION, WeightsCombo
 from napari_cofusion.gui.layers import show_info, show_warning
-from napari_cofusion.jobs import JobError, JobUpdate, Status, estimate_job, fusion_job
+from napari_cofusion.jobs import JobError, JobUpdate, Status, estimate_job
 from napari_cofusion.learn import selfsup
 from napari_cofusion.learn import weights as wmod
 
@@ -152,8 +153,7 @@ class FinetunePanel(QGroupBox):
         no_ref = s.pair_valid and s.pair.reference is None
         self.pair_only_hint.setVisible(no_ref)
         self.route_combo.setVisible(no_ref)
-        if self._route_label is not None:
-            self._route_label.setVisible(no_ref)
+        self._route_label.setVisible(no_ref)
         method = self.pair_only_method()
         self.finetune_button.setText(f"Fuse with {method}" if method else "Fine-tune")
         for w in (self.ft_weights_combo, self.steps_spin, self.lr_edit, self.patch_spin, self.batch_spin,
@@ -248,13 +248,9 @@ class FinetunePanel(QGroupBox):
         cubes = state.pair_cubes()
         if cubes is None:
             return None
-        lr, msi = cubes
         psf, _srf = self._degradation_choice()
-        options: dict[str, Any] = {"psf": psf or "auto"}
-        meta = {"inputs": [state.pair.lr.name, state.pair.msi.name], "route": "fine-tune without a reference"}
-        state.status = f"{method}: fusing from the pair alone…"
-        return self.runner.start(fusion_job(lr, msi, method, options, self.runner.cancel_event), JobKind.FUSION,
-                                 f"{method} fusion", 1, context=meta)
+        return start_fusion(state, self.runner, *cubes, method, {"psf": psf or "auto"},
+                            {"route": "fine-tune without a reference"}, status="fusing from the pair alone…")
 
     def finetune_done(self, outcome: JobOutcome) -> None:
         """A fine-tune ended (finished, cancelled or failed): keep the model when it took a step."""

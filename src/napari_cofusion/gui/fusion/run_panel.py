@@ -36,6 +36,17 @@ PSF_TIP = ("The blur and decimation phase that relate the LRHSI to the scene. 'r
 PAIR_ONLY = ("pnp-gf", "mossfuse")
 
 
+def start_fusion(state: FusionState, runner: JobRunner, lr: Any, msi: Any, method: str, options: dict[str, Any],
+                 meta: dict[str, Any], status: str = "fusing…") -> Any:
+    """Start a fusion job on the selected pair's cubes (its outcome goes to the Run panel's
+    :meth:`RunPanel.job_done`, which adds the layer); ``meta`` joins the layer's metadata with the
+    input layers' names. The one way the panels start a fusion. Returns the worker (or None)."""
+    state.status = f"{method}: {status}"
+    meta = {"inputs": [state.pair.lr.name, state.pair.msi.name], **meta}
+    return runner.start(fusion_job(lr, msi, method, options, runner.cancel_event), JobKind.FUSION, f"{method} fusion",
+                        1, context=meta)
+
+
 def unique_name(viewer, base: str) -> str:
     """``base``, or ``base [i]`` with the first ``i`` no layer is called yet."""
     names = {layer.name for layer in viewer.layers}
@@ -120,11 +131,10 @@ class RunPanel(QGroupBox):
         lr, msi = cubes
         method = self.method_combo.currentText()
         try:
-            lr_layer, msi_layer = state.pair.lr, state.pair.msi
             options: dict[str, Any] = {"consistency": self.consistency_combo.currentText()}
             if self.fuse_psf_combo.currentText() == PSF_ESTIMATE:
                 options["psf"] = "auto"  # fuse estimates it and records meta["estimate"]
-            meta: dict[str, Any] = {"inputs": [lr_layer.name, msi_layer.name]}
+            meta: dict[str, Any] = {}
             if api.get_method(method).needs_weights:
                 options["device"] = state.device
                 choice = self.weights_combo.choice()
@@ -140,9 +150,7 @@ class RunPanel(QGroupBox):
         except CofusionError as exc:
             state.fail(str(exc))
             return None
-        state.status = f"{method}: fusing…"
-        job = fusion_job(lr, msi, method, options, self.runner.cancel_event)
-        return self.runner.start(job, JobKind.FUSION, f"{method} fusion", 1, context=meta)
+        return start_fusion(state, self.runner, lr, msi, method, options, meta)
 
     @staticmethod
     def doubts(meta: dict[str, Any]) -> list[str]:
