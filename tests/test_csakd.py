@@ -82,6 +82,45 @@ def test_every_parameter_learns_and_the_joint_loss_falls():
     assert float(loss) < 0.7 * first
 
 
+def test_a_grown_student_fuses_as_its_start_and_trains_only_what_is_asked(tmp_path):
+    """grow_student: HR blocks added to saved weights leave the output unchanged until training
+    moves them; freeze_except: the frozen part gets no gradient and does not change in a step;
+    weights that would lose trained layers, or an unknown module, are refused by name."""
+    from napari_cofusion.core.errors import TrainingError
+    from napari_cofusion.learn.distill import freeze_except, grow_student, kd_loss
+
+    torch.manual_seed(0)
+    cfg = CSAKDConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)
+    old = CSAKDStudent(cfg).eval()
+    _perturb_head(old)
+    path, _ = save_weights(old, tmp_path / "s", {"architecture": "csakd", "config": cfg.to_json(), "hs_bands": 6,
+                                                "ms_bands": 3, "scale": 4, "training": {"steps_done": 7}})
+    new, start = grow_student(path, {"hr_blocks": 2}, 6, 3, 4)
+    assert new.cfg.hr_blocks == 2 and len(new.refine) == 2 and start["steps"] == 7
+    assert start["added"] == new.n_params() - old.n_params() > 0
+    lr, msi, base = torch.rand(2, 6, 8, 8), torch.rand(2, 3, 32, 32), torch.rand(2, 6, 32, 32)
+    new.eval()
+    with torch.no_grad():
+        assert torch.equal(new(lr, msi, base), old(lr, msi, base))
+    assert freeze_except(new, ["head", "refine"]) == sum(p.numel() for n, p in new.named_parameters()
+                                                         if n.startswith(("head.", "refine.")))
+    frozen = {n: p.detach().clone() for n, p in new.named_parameters() if not p.requires_grad}
+    new.train()
+    opt = torch.optim.AdamW([p for p in new.parameters() if p.requires_grad], lr=1e-2)
+    kd_loss(new(lr, msi, base), base.clamp(0, 1), None).backward()
+    opt.step()
+    assert all(p.grad is None and torch.equal(p, frozen[n]) for n, p in new.named_parameters() if n in frozen)
+    assert any(float(p.detach().abs().max()) > 0 for n, p in new.named_parameters() if n.startswith("refine.") and "2.weight" in n)
+    with pytest.raises(TrainingError, match="no module stem in the student"):
+        freeze_except(new, ["stem"])
+    with pytest.raises(TrainingError, match="do not fit the student.*size mismatch for head.0.weight"):
+        grow_student(path, {"hr_width": 12}, 6, 3, 4)
+    with pytest.raises(TrainingError, match="would drop or re-initialise trained layers"):
+        grow_student(path, {"streams": [2, 1, 1, 1]}, 6, 3, 4)
+    with pytest.raises(TrainingError, match="for 6 HS / 3 MS bands at ×4, the scenes are 8 / 3"):
+        grow_student(path, None, 8, 3, 4)
+
+
 def test_blocks_equal_the_whole_frame_with_the_methods_reach(shared_data):
     """The registered method's reach (learn.method.STUDENT_CONTEXT_LR) is enough for block-wise
     fusion to equal the whole frame on a real scene."""

@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     _scene_folder_args(k, protocols, 4000, 128, 4e-4, "peak learning rate")
     k.add_argument("--teacher", default=None, help="CoFusion weights name or path (default: the shipped ones)")
     k.add_argument("--student", default=None, metavar="JSON", help='student configuration, e.g. \'{"width": 48}\'')
+    k.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="continue from these CSAKD weights (name or path); --student may add HR blocks, "
+                        'e.g. \'{"hr_blocks": 2}\'')
+    k.add_argument("--train-only", default=None, metavar="MODULES",
+                   help="train only these top-level modules of the student, e.g. to_hr,head,refine (the others frozen)")
     k.add_argument("--kd-weight", type=float, default=0.1, help="weight of L1(student, teacher)")
     k.add_argument("--sam-weight", type=float, default=0.1, help="weight of the spectral angle (radians)")
     k.add_argument("--variants", type=int, default=4, choices=range(1, 9), metavar="1-8",

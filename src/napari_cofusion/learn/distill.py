@@ -38,7 +38,8 @@ from napari_cofusion.learn.train import Scene, TrainConfig, predict, validate
 from napari_cofusion.learn.train_folder import FolderTraining, simulate_scenes
 from napari_cofusion.learn.weights import load_weights, resolve_weights
 
-__all__ = ["KD_WEIGHT", "SAM_WEIGHT", "VARIANTS", "kd_loss", "spectral_angle", "attach_teacher", "prepare_distillation"]
+__all__ = ["KD_WEIGHT", "SAM_WEIGHT", "VARIANTS", "kd_loss", "spectral_angle", "attach_teacher", "grow_student", "freeze_except",
+           "prepare_distillation"]
 
 #: weights of the teacher term and of the spectral-angle term (CSAKD's 0.1 each)
 KD_WEIGHT = 0.1
@@ -79,15 +80,66 @@ def attach_teacher(teacher: torch.nn.Module, scenes: Sequence[Scene], progress: 
 
 
 
+def grow_student(init: "str | os.PathLike", changes: dict | None, C: int, c: int, scale: int) -> tuple[CSAKDStudent, dict]:
+    """A student built from the CSAKD weights ``init`` (name or path) with ``changes`` to its
+    configuration (e.g. ``{"hr_blocks": 2}``): the trained parameters are copied, and new ones may
+    only be blocks that start as the identity (:class:`~napari_cofusion.learn.models.HRBlock`),
+    so the grown student fuses exactly as ``init`` until training moves it. Returns the model and
+    what the card records of the start."""
+    path = resolve_weights(init, C, c, scale, architecture="csakd")
+    old, card = load_weights(path)
+    if card["architecture"] != "csakd":
+        raise TrainingError(f"--init {path.name} is a {card['architecture']} model, not a CSAKD student")
+    try:
+        cfg = CSAKDConfig.from_json({**card["config"], **(changes or {})})
+    except Exception as exc:  # WeightsError naming the field
+        raise TrainingError(f"--init {path.name} with --student {changes}: {exc}") from None
+    if (cfg.hs_bands, cfg.ms_bands, cfg.scale) != (C, c, scale):
+        raise TrainingError(f"--init {path.name} is for {cfg.hs_bands} HS / {cfg.ms_bands} MS bands at ×{cfg.scale}, "
+                            f"the scenes are {C} / {c} at ×{scale}")
+    model = CSAKDStudent(cfg)
+    try:
+        missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
+    except RuntimeError as exc:  # size mismatches: name the first
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise TrainingError(f"--init {path.name}: its layers do not fit the student {changes} ({first})") from None
+    if unexpected or any(not k.startswith("refine.") for k in missing):
+        raise TrainingError(f"--init {path.name}: the student {changes} would drop or re-initialise trained layers "
+                            f"({', '.join((unexpected or [k for k in missing if not k.startswith('refine.')])[:4])})")
+    tr = card.get("training", {})
+    return model, {"weights": path.name, "steps": tr.get("steps_done"), "seconds": tr.get("seconds"),
+                   "validation": card.get("validation"), "added": sum(p.numel() for k, p in model.state_dict().items()
+                                                                        if k in missing)}
+
+
+def freeze_except(model: torch.nn.Module, names: Sequence[str]) -> int:
+    """Freeze every parameter outside the top-level modules ``names`` (their activations are then
+    not kept for the backward pass: a step of the student's HR path alone costs half a full one).
+    Returns how many parameters still train; an unknown name is a :class:`TrainingError`."""
+    known = {n for n, _ in model.named_children()}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise TrainingError(f"--train-only: no module {', '.join(unknown)} in the student (it has {', '.join(sorted(known))})")
+    n = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.split(".", 1)[0] in names)
+        n += p.numel() if p.requires_grad else 0
+    return n
+
+
 def prepare_distillation(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Sequence[Path],
                          protocol: str, config: TrainConfig, teacher: "str | os.PathLike | None" = None, *,
                          student: CSAKDConfig | dict | None = None, crop: int | None = None,
                          variants: Sequence[tuple[int, bool]] = VARIANTS, workers: int | None = 1,
                          kd_weight: float = KD_WEIGHT, sam_weight: float = SAM_WEIGHT,
+                         init: "str | os.PathLike | None" = None, train_only: Sequence[str] | None = None,
                          log: Any = print) -> FolderTraining:
     """Simulate the scenes, run the teacher on them (``teacher``: weights name or path; default
     the shipped CoFusion weights for the protocol's band counts and scale), measure the teacher
-    and glp-hs on the validation scenes, and build a new student."""
+    and glp-hs on the validation scenes, and build a new student, or continue one (``init``:
+    CSAKD weights whose configuration, updated by ``student``, the new one takes; see
+    :func:`grow_student`); ``train_only``: the names of the student's top-level modules that
+    train (e.g. ``("to_hr", "head", "refine")``, the HR path), the others stay frozen."""
     t0 = time.perf_counter()
     scale = protocol_recipe(protocol)["scale"]
     train_scenes, val_scenes, baseline, baseline_dc = simulate_scenes(
@@ -108,16 +160,23 @@ def prepare_distillation(root: str | os.PathLike, train_paths: Sequence[Path], v
     log(f"teacher outputs in {time.perf_counter() - t1:.0f} s; teacher on validation: "
         + (f"{teacher_val['psnr']:.3f} dB network, {teacher_val_dc['psnr']:.3f} dB with consistency"
            if teacher_val else "no validation scenes"))
-    if isinstance(student, dict):
-        student = CSAKDConfig.from_json({**student, "hs_bands": C, "ms_bands": c, "scale": scale})
-    cfg = student or CSAKDConfig(hs_bands=C, ms_bands=c, scale=scale)
-    model = CSAKDStudent(cfg)
+    start: dict[str, Any] = {}
+    if init is not None:
+        model, start = grow_student(init, student if isinstance(student, dict) else None, C, c, scale)
+        log(f"starting from {start['weights']} ({start['steps']} steps), {start['added']} new parameters")
+    else:
+        if isinstance(student, dict):
+            student = CSAKDConfig.from_json({**student, "hs_bands": C, "ms_bands": c, "scale": scale})
+        model = CSAKDStudent(student or CSAKDConfig(hs_bands=C, ms_bands=c, scale=scale))
+    if train_only:
+        freeze_except(model, train_only)
     fields = {"teacher": {"weights": path.name, "protocol": t_card.get("protocol"),
                           "validation": teacher_val, "validation_consistency": teacher_val_dc,
                           "n_params": int(sum(p.numel() for p in t_model.parameters()))},
               "distillation": {"loss": "L1 + 0.1·(1 − SSIM) + kd·L1(student, teacher) + sam·SAM (radians)",
                                "kd_weight": kd_weight, "sam_weight": sam_weight,
-                               "teacher_outputs": "offline: the frozen teacher run once per training scene"}}
+                               "teacher_outputs": "offline: the frozen teacher run once per training scene"},
+              **({"init": start} if start else {}), **({"trained": list(train_only)} if train_only else {})}
     return FolderTraining(Path(root), protocol, list(train_paths), list(val_paths), True, config, model,
                           train_scenes, val_scenes, read_cube(train_paths[0]).wavelengths, baseline, baseline_dc,
                           loss_fn=partial(kd_loss, kd_weight=kd_weight, sam_weight=sam_weight,

@@ -18,7 +18,9 @@ Overview (``CSAKDStudent.forward``)::
       MSI        m = CLRA(conv3×3(unshuffle(HRMSI)))              (B, D, h, w)
     F = CSA(p, m, b, a)                                           (B, D, h, w)
     G = shuffle(conv3×3(LReLU(conv3×3(F))))                       (B, k, H, W)  back to the HR grid
-    Z = U + ρ·conv3×3(LReLU(conv3×3([G, HRMSI])))                 (B, C, H, W)
+    h = LReLU(conv3×3([G, HRMSI]))                                (B, hr_width, H, W)
+    h = h + HRBlock(h), hr_blocks times (none in the first shipped student)
+    Z = U + ρ·conv3×3(h)                                          (B, C, H, W)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from napari_cofusion.core import ops
 from napari_cofusion.core.errors import WeightsError
 
-__all__ = ["CSAKDConfig", "CSAKDStudent", "DenseBlock", "CLRABlock", "CrossSelfAttention", "WindowMean"]
+__all__ = ["CSAKDConfig", "CSAKDStudent", "DenseBlock", "CLRABlock", "CrossSelfAttention", "WindowMean", "HRBlock"]
 
 
 @dataclass
@@ -50,13 +52,14 @@ class CSAKDConfig:
     window: int = 7  # side (LR pixels) of the local window the CSA statistics are averaged over
     hr_features: int = 8  # k: channels per HR pixel the LR features are shuffled into
     hr_width: int = 16  # width of the HR refinement
+    hr_blocks: int = 0  # residual blocks (HRBlock) in the HR refinement, after its first convolution
     base: str = "glp-hs"  # global residual: "glp-hs" (the teacher's) or "bicubic"
     phase: int | None = None  # decimation phase of the LRHSI (default scale // 2)
     residual_scale: float = 0.01  # the correction is predicted in units of this
 
     LIMITS = {"hs_bands": (1, 4096), "ms_bands": (1, 512), "scale": (2, 32), "width": (4, 512), "growth": (1, 512),
               "dense": (1, 8), "heads": (1, 64), "attn_dim": (1, 1024), "window": (1, 63), "hr_features": (1, 256),
-              "hr_width": (1, 512)}
+              "hr_width": (1, 512), "hr_blocks": (0, 16)}
 
     def __post_init__(self) -> None:
         self.check()
@@ -192,6 +195,22 @@ class CrossSelfAttention(nn.Module):
         return g[:, 0:1] * xq + g[:, 1:2] * xk + g[:, 2:3] * xv + g[:, 3:4] * fourth
 
 
+class HRBlock(nn.Module):
+    """A residual block on the HR grid: 3×3 convolution to twice the width, LReLU, 3×3 back, added
+    to the input. The last convolution starts at zero, so a block added to a trained student leaves
+    its output unchanged until training moves it (growing a shipped student). (B, D, H, W) → same."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(dim, 2 * dim, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(2 * dim, dim, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 def _stream(stem: nn.Module, dim: int, growth: int, dense: int, n: int) -> nn.Sequential:
     return nn.Sequential(stem, nn.LeakyReLU(0.2), *[CLRABlock(dim, growth, dense) for _ in range(n)])
 
@@ -218,6 +237,9 @@ class CSAKDStudent(nn.Module):
                                    nn.Conv2d(D, cfg.hr_features * s * s, 3, padding=1), nn.PixelShuffle(s))
         self.head = nn.Sequential(nn.Conv2d(cfg.hr_features + c, cfg.hr_width, 3, padding=1), nn.LeakyReLU(0.2),
                                   nn.Conv2d(cfg.hr_width, C, 3, padding=1))
+        # between the head's activation and its last convolution (the head's keys stay those of a
+        # student without blocks, so a shipped student loads into a grown one)
+        self.refine = nn.Sequential(*[HRBlock(cfg.hr_width) for _ in range(cfg.hr_blocks)])
         nn.init.zeros_(self.head[-1].weight)  # an untrained student returns its base
         nn.init.zeros_(self.head[-1].bias)
 
@@ -236,7 +258,8 @@ class CSAKDStudent(nn.Module):
         p = self.hsi(lr)
         m = self.msi(F.pixel_unshuffle(msi, s))
         g = self.to_hr(self.fusion(p, m, b, a))
-        return u + cfg.residual_scale * self.head(torch.cat([g, msi], 1))
+        h = self.refine(self.head[1](self.head[0](torch.cat([g, msi], 1))))
+        return u + cfg.residual_scale * self.head[2](h)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
