@@ -20,7 +20,7 @@ SMALL = dict(width=16, growth=8, dense=1, attn_dim=16, heads=2, window=3, hr_fea
 def _perturb_head(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for layer in (model.head[-1], model.to_hr[-2]):
+        for layer in (model.head[-1], model.to_hr[-2], *(blk.body[-1] for blk in model.refine)):
             layer.weight.add_(torch.randn(layer.weight.shape, generator=g) * 0.05)
 
 
@@ -131,7 +131,8 @@ def test_blocks_equal_the_whole_frame_with_the_methods_reach(shared_data):
     ref = read_cube(shared_data / "cave" / "paints_ms")
     pair = simulate_pair(ref.with_data(np.ascontiguousarray(ref.data[:, 96:320, 64:288])), protocol="cave-x4")
     torch.manual_seed(0)
-    m = CSAKDStudent(CSAKDConfig(streams=(1, 1, 1, 1), dense=3)).eval()  # the default depth: the full reach
+    # the default depth, with the shipped student's HR blocks: the full reach
+    m = CSAKDStudent(CSAKDConfig(streams=(1, 1, 1, 1), dense=3, hr_blocks=2)).eval()
     _perturb_head(m)
     whole = api.fuse(pair.lr, pair.msi, "csakd", model=m, consistency="off")
     base = api.fuse(pair.lr, pair.msi, "bicubic").cube.data
@@ -201,8 +202,8 @@ def _shipped():
 def test_shipped_student_reproduces_its_card_and_meets_its_bar(shared_data):
     """csakd_cave_x4 on the CAVE validation scenes: the card's metrics (±0.01 dB), network alone
     and with fuse()'s default consistency step, and its teacher's as the card records them; it
-    beats glp-hs clearly and, network against network, is within 0.3 dB of the teacher. (As
-    ``fuse`` gives them, with the consistency step, the gap is 0.47 dB: the card says so.)"""
+    beats glp-hs clearly and, network against network, is within 0.3 dB of the teacher (0.19). (As
+    ``fuse`` gives them, with the consistency step, the gap is 0.35 dB: the card says so.)"""
     from napari_cofusion.core.io import read_cube
     from napari_cofusion.core.metrics import full_reference
     from napari_cofusion.learn.device import set_threads
@@ -226,10 +227,10 @@ def test_shipped_student_reproduces_its_card_and_meets_its_bar(shared_data):
     assert t_dc["psnr"] == pytest.approx(card["teacher"]["validation_consistency"]["psnr"], abs=0.01)
     base = np.mean([full_reference(sc.base.numpy(), sc.ref.numpy(), 4)["psnr"] for sc in scenes])
     print(f"student {dc['psnr']:.3f} dB, teacher {t_dc['psnr']:.3f} dB, glp-hs {base:.3f} dB")
-    assert dc["psnr"] > base + 0.45 and dc["sam"] < card["validation_glp_hs"]["sam"] - 0.1
-    assert dc["psnr"] > t_dc["psnr"] - 0.5
-    # network against network, the student is within 0.3 dB of its teacher (just: 0.297 dB)
-    assert got["psnr"] >= validate(teacher, scenes)["psnr"] - 0.3
+    assert dc["psnr"] > base + 0.6 and dc["sam"] < card["validation_glp_hs"]["sam"] - 0.15
+    assert dc["psnr"] > t_dc["psnr"] - 0.4
+    # network against network, the student is within 0.3 dB of its teacher (0.188 dB)
+    assert got["psnr"] >= validate(teacher, scenes)["psnr"] - 0.2
 
 
 def test_cli_picks_the_shipped_student(shared_data, tmp_path, capsys):
