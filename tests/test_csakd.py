@@ -117,7 +117,7 @@ def test_a_grown_student_fuses_as_its_start_and_trains_only_what_is_asked(tmp_pa
         grow_student(path, {"hr_width": 12}, 6, 3, 4)
     with pytest.raises(TrainingError, match="would drop or re-initialise trained layers"):
         grow_student(path, {"streams": [2, 1, 1, 1]}, 6, 3, 4)
-    with pytest.raises(TrainingError, match="for 6 HS / 3 MS bands at ×4, the scenes are 8 / 3"):
+    with pytest.raises(WeightsError, match="expects 6 HS bands, 3 MS bands at ×4; the training scenes has 8 HS"):
         grow_student(path, None, 8, 3, 4)
 
 

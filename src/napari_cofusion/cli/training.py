@@ -61,11 +61,12 @@ def _cmd_distill(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = train_folder.training_config(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, seed=a.seed,
                                        val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup)
+    train_only = [t for t in a.train_only.split(",") if t] if a.train_only else None
     variants = distill.VARIANTS[: a.variants] if a.variants <= 4 else train_folder.DIHEDRAL[: a.variants]
     run = distill.prepare_distillation(a.data, tr, va, a.protocol, cfg, a.teacher, student=student, crop=a.crop,
                                        variants=variants, workers=a.workers, kd_weight=a.kd_weight,
-                                       sam_weight=a.sam_weight, init=a.init,
-                                       train_only=[t for t in a.train_only.split(",") if t] if a.train_only else None, log=lambda m: print(f"[distill] {m}", flush=True))
+                                       sam_weight=a.sam_weight, init=a.init, train_only=train_only,
+                                       log=lambda m: print(f"[distill] {m}", flush=True))
     print(f"[distill] ready in {time.perf_counter() - t0:.0f} s; student {run.model.n_params():,} parameters; "
           f"{run.config}", flush=True)
     dev_name = device_name(device)

@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from napari_cofusion.core import metrics
-from napari_cofusion.core.errors import TrainingError
+from napari_cofusion.core.errors import TrainingError, WeightsError
 from napari_cofusion.core.io import read_cube
 from napari_cofusion.degrade.simulate import protocol_recipe
+from napari_cofusion.fusion.pair import check_fits
 from napari_cofusion.learn.models import CSAKDConfig, CSAKDStudent
 from napari_cofusion.learn.train import Scene, TrainConfig, predict, validate
 from napari_cofusion.learn.train_folder import FolderTraining, simulate_scenes
@@ -92,20 +93,19 @@ def grow_student(init: "str | os.PathLike", changes: dict | None, C: int, c: int
         raise TrainingError(f"--init {path.name} is a {card['architecture']} model, not a CSAKD student")
     try:
         cfg = CSAKDConfig.from_json({**card["config"], **(changes or {})})
-    except Exception as exc:  # WeightsError naming the field
+    except WeightsError as exc:  # naming the field
         raise TrainingError(f"--init {path.name} with --student {changes}: {exc}") from None
-    if (cfg.hs_bands, cfg.ms_bands, cfg.scale) != (C, c, scale):
-        raise TrainingError(f"--init {path.name} is for {cfg.hs_bands} HS / {cfg.ms_bands} MS bands at ×{cfg.scale}, "
-                            f"the scenes are {C} / {c} at ×{scale}")
+    check_fits((cfg.hs_bands, cfg.ms_bands, cfg.scale), (C, c, scale), f"--init {path.name}", "the training scenes")
     model = CSAKDStudent(cfg)
     try:
         missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
     except RuntimeError as exc:  # size mismatches: name the first
         first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
         raise TrainingError(f"--init {path.name}: its layers do not fit the student {changes} ({first})") from None
-    if unexpected or any(not k.startswith("refine.") for k in missing):
+    stray = unexpected + [k for k in missing if not k.startswith("refine.")]  # only new HR blocks may be missing
+    if stray:
         raise TrainingError(f"--init {path.name}: the student {changes} would drop or re-initialise trained layers "
-                            f"({', '.join((unexpected or [k for k in missing if not k.startswith('refine.')])[:4])})")
+                            f"({', '.join(stray[:4])})")
     tr = card.get("training", {})
     return model, {"weights": path.name, "steps": tr.get("steps_done"), "seconds": tr.get("seconds"),
                    "validation": card.get("validation"), "added": sum(p.numel() for k, p in model.state_dict().items()
