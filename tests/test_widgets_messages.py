@@ -142,11 +142,12 @@ def test_sam_colorbar_and_comparison_table(make_napari_viewer, qtbot):
 
 # ------------------------------------------------------------------------------- responsiveness
 def test_stall_probe_during_tiny_finetune(make_napari_viewer, qtbot, tmp_path):
-    """The probe runs during a 2-step fine-tune of a tiny model, and the event loop keeps ticking
-    through it: the longest stall is well under the job's length (an event loop blocked by the
-    job would stall for all of it). No absolute bound: on a slow 2-core CPU the worker's import
-    and first step hold the GIL for ~0.5 s (the 100 ms target is the benchmark's,
-    benchmarks/responsiveness.py)."""
+    """The probe runs during a short fine-tune of a tiny model, and the event loop keeps ticking
+    through it: many ticks land inside the job and the typical (median) tick is on time, where an
+    event loop blocked by the job would tick once, after it. No bound on the longest stall: a
+    one-off stall inside the job (the optimizer's first use imports torch._dynamo, ~1.5 s of
+    imports on one core; a full garbage collection late in a long test session) reached 490 ms of
+    an 800 ms job on CI. The 100 ms target is the benchmark's, benchmarks/responsiveness.py."""
     torch = pytest.importorskip("torch")
     from napari_cofusion.gui.stall_probe import StallProbe
     from napari_cofusion.learn.models import CoFusion, CoFusionConfig
@@ -160,7 +161,7 @@ def test_stall_probe_during_tiny_finetune(make_napari_viewer, qtbot, tmp_path):
     viewer.open_sample(PLUGIN, "cave_pair")
     w = _widget(viewer)
     w.add_weights_path(start, select=("finetune",))
-    w.steps_spin.setValue(2)
+    w.steps_spin.setValue(10)
     w.patch_spin.setValue(16)
     w.batch_spin.setValue(2)
     probe = StallProbe(10)
@@ -168,9 +169,11 @@ def test_stall_probe_during_tiny_finetune(make_napari_viewer, qtbot, tmp_path):
     t0 = time.perf_counter()
     assert w.start_finetune() is not None
     qtbot.waitUntil(lambda: w.worker is None, timeout=WAIT_MS)
-    elapsed_ms = 1000 * (time.perf_counter() - t0)
+    t1 = time.perf_counter()
     qtbot.wait(50)
     probe.stop()
-    assert w.finetuned_info["steps_done"] == 2
-    assert len(probe.stalls_ms) > 3
-    assert probe.max_ms < 0.5 * elapsed_ms, f"{probe.summary()}; the job took {elapsed_ms:.0f} ms"
+    assert w.finetuned_info["steps_done"] == 10
+    inside = [st for st, at in zip(probe.stalls_ms, probe.times) if t0 < at <= t1]
+    what = f"{probe.summary()}; {len(inside)} ticks inside the {1000 * (t1 - t0):.0f} ms job"
+    assert len(inside) >= 10, what
+    assert float(np.median(inside)) < 25.0, what
