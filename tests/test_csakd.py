@@ -202,8 +202,8 @@ def _shipped():
 def test_shipped_student_reproduces_its_card_and_meets_its_bar(shared_data):
     """csakd_cave_x4 on the CAVE validation scenes: the card's metrics (±0.01 dB), network alone
     and with fuse()'s default consistency step, and its teacher's as the card records them; it
-    beats glp-hs clearly and, network against network, is within 0.3 dB of the teacher (0.19). (As
-    ``fuse`` gives them, with the consistency step, the gap is 0.35 dB: the card says so.)"""
+    beats glp-hs clearly and is within the issue's 0.3 dB of the teacher as ``fuse`` gives them, with
+    the consistency step (0.277 dB: 48.075 against 48.352), and network against network (0.119)."""
     from napari_cofusion.core.io import read_cube
     from napari_cofusion.core.metrics import full_reference
     from napari_cofusion.learn.device import set_threads
@@ -228,9 +228,9 @@ def test_shipped_student_reproduces_its_card_and_meets_its_bar(shared_data):
     base = np.mean([full_reference(sc.base.numpy(), sc.ref.numpy(), 4)["psnr"] for sc in scenes])
     print(f"student {dc['psnr']:.3f} dB, teacher {t_dc['psnr']:.3f} dB, glp-hs {base:.3f} dB")
     assert dc["psnr"] > base + 0.6 and dc["sam"] < card["validation_glp_hs"]["sam"] - 0.15
-    assert dc["psnr"] > t_dc["psnr"] - 0.4
-    # network against network, the student is within 0.3 dB of its teacher (0.188 dB)
-    assert got["psnr"] >= validate(teacher, scenes)["psnr"] - 0.2
+    assert dc["psnr"] > t_dc["psnr"] - 0.3
+    # network against network, the student is within 0.3 dB of its teacher (0.119 dB)
+    assert got["psnr"] >= validate(teacher, scenes)["psnr"] - 0.15
 
 
 def test_cli_picks_the_shipped_student(shared_data, tmp_path, capsys):
