@@ -219,8 +219,9 @@ class CSAKDStudent(nn.Module):
     """The distilled student. ``forward(lr (B, C, h, w), msi (B, c, s·h, s·w), base (B, C, s·h, s·w))
     → (B, C, s·h, s·w)``; any image size whose HR side is s × the LR side."""
 
-    #: CPU inference (learn.infer.forward): bf16 autocast, 1.43× faster on a 512² scene here and
-    #: −0.000 dB on the validation scenes; channels_last gains nothing (benchmarks/precision.py)
+    #: CPU inference (learn.infer.forward): bf16 autocast, 1.43–1.44× faster on a 512² scene on two
+    #: 2-core machines and −0.000 dB on the validation scenes; channels_last on top of it was −8 %
+    #: on one and +9 % on the other, so it stays off (benchmarks/precision.py)
     cpu_inference = {"bf16": True, "channels_last": False}
 
     def __init__(self, cfg: CSAKDConfig | None = None, **kw) -> None:
