@@ -21,6 +21,9 @@ __all__ = [
     "degrade",
     "upsample",
     "project",
+    "half_pixel_kernel",
+    "sample_offset",
+    "sample_centre",
     "as_batch",
 ]
 
@@ -34,6 +37,40 @@ def gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma**2))
     return g / g.sum()
+
+
+def half_pixel_kernel(kernel: np.ndarray) -> np.ndarray:
+    """An even ``k × k`` kernel as the odd ``(k + 1) × (k + 1)`` kernel (a zero last row and column)
+    whose LR sample, kept at pixel ``j`` by :func:`decimate`, summarises HR pixels
+    ``j - k/2 + 1 … j + k/2``: centred at ``j + 1/2``, the convention of the ``dhif`` protocols
+    (an s×s kernel kept at ``s//2 - 1`` summarises the block ``s·i … s·i + s - 1``)."""
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] % 2 or k.shape[1] % 2:
+        raise ValueError(f"expected an even-sized 2-D kernel, got shape {k.shape}")
+    return np.pad(k, ((0, 1), (0, 1)))
+
+
+def sample_offset(kernel: np.ndarray) -> tuple[float, float]:
+    """Where the LR sample that :func:`degrade` keeps at HR pixel ``j`` is centred, relative to ``j``
+    (rows, columns): the anchor of the convolution minus the kernel's centroid. 0 for a symmetric
+    odd kernel, +1/2 for :func:`half_pixel_kernel`, -1/2 for a symmetric even kernel (the
+    convolution anchors it at ``k/2 - 1``)."""
+    k = np.asarray(kernel, dtype=np.float64)
+    total = k.sum()
+    out = []
+    for axis in (0, 1):
+        n = k.shape[axis]
+        w = k.sum(axis=1 - axis) / total
+        off = (n - 1) // 2 - float(np.dot(w, np.arange(n)))
+        out.append(0.0 if abs(off) < 1e-9 else off)
+    return out[0], out[1]
+
+
+def sample_centre(kernel: np.ndarray, phase: int) -> tuple[float, float]:
+    """HR coordinate (rows, columns) of LR sample 0: ``phase`` plus :func:`sample_offset`. LR sample
+    ``i`` sits at ``scale·i`` plus this; :func:`upsample` takes it as its ``phase``."""
+    oy, ox = sample_offset(kernel)
+    return phase + oy, phase + ox
 
 
 def box_kernel(size: int) -> np.ndarray:
@@ -101,20 +138,24 @@ def degrade(x: torch.Tensor, kernel: np.ndarray | torch.Tensor, scale: int, phas
     return out.squeeze(0) if squeezed else out
 
 
-def upsample(x: torch.Tensor, scale: int, phase: int | None = None, out_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Bicubic upsampling that puts LR sample ``i`` at HR pixel ``scale·i + phase``, the place
+def upsample(x: torch.Tensor, scale: int, phase: "float | tuple[float, float] | None" = None,
+             out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Bicubic upsampling that puts LR sample ``i`` at HR coordinate ``scale·i + phase``, the place
     :func:`decimate` took it from (``F.interpolate`` assumes half-pixel centres instead, half
-    a pixel off for the protocol's phase at ×4 and 1.5 px off for phase 0)."""
+    a pixel off for the protocol's phase at ×4 and 1.5 px off for phase 0). ``phase`` may be a
+    fraction or a (rows, columns) pair: :func:`sample_centre` of the PSF, for kernels whose sample
+    lies between HR pixels (the ``dhif`` protocols)."""
     xb, squeezed = as_batch(x)
     p = scale // 2 if phase is None else phase
+    py, px = (p, p) if not isinstance(p, (tuple, list)) else p
     h, w = xb.shape[-2:]
     H, W = out_size if out_size is not None else (h * scale, w * scale)
 
-    def axis(n_hr: int, n_lr: int) -> torch.Tensor:
-        u = (torch.arange(n_hr, dtype=xb.dtype, device=xb.device) - p) / scale
+    def axis(n_hr: int, n_lr: int, p0: float) -> torch.Tensor:
+        u = (torch.arange(n_hr, dtype=xb.dtype, device=xb.device) - float(p0)) / scale
         return 2.0 * u / max(n_lr - 1, 1) - 1.0 if n_lr > 1 else torch.zeros(n_hr, dtype=xb.dtype, device=xb.device)
 
-    gy, gx = axis(H, h), axis(W, w)
+    gy, gx = axis(H, h, py), axis(W, w, px)
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
     grid = grid.unsqueeze(0).expand(xb.shape[0], H, W, 2)
     out = F.grid_sample(xb, grid, mode="bicubic", padding_mode="border", align_corners=True)

@@ -128,12 +128,15 @@ def _lr_op(x: torch.Tensor, kernel: np.ndarray, scale: int, phase: int, hw: tupl
     return ops.degrade(x, kernel, scale, phase)[..., : hw[0], : hw[1]]
 
 
-def spread_kernel(scale: int) -> np.ndarray:
+def spread_kernel(scale: int, offset: float = 0.0) -> np.ndarray:
     """The 1-D Gaussian (peak 1, sigma ``SPREAD_SIGMA_PER_SCALE · scale``) whose outer product
-    spreads each LR correction over the HR pixels around its sample."""
+    spreads each LR correction over the HR pixels around its sample. ``offset``: the sample lies
+    that far (in HR pixels, |offset| < 1) after the pixel its index points at
+    (:func:`~napari_cofusion.core.ops.sample_offset`, 1/2 for the ``dhif`` PSF): the taps are
+    centred there, one longer on each side, and the middle tap still marks the pixel."""
     sigma = SPREAD_SIGMA_PER_SCALE * scale
-    r = int(np.ceil(3 * sigma))
-    return np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    r = int(np.ceil(3 * sigma)) + (1 if offset else 0)
+    return np.exp(-0.5 * ((np.arange(-r, r + 1) - offset) / sigma) ** 2)
 
 
 def _spread_1d(u: torch.Tensor, g: torch.Tensor, scale: int) -> torch.Tensor:
@@ -150,10 +153,15 @@ def _spread_1d(u: torch.Tensor, g: torch.Tensor, scale: int) -> torch.Tensor:
     return y.transpose(1, 2).reshape(*lead, -1)
 
 
-def _spread(u: torch.Tensor, g: torch.Tensor, scale: int, phase: int, H: int, W: int) -> torch.Tensor:
-    """G·u: LR sample i placed at HR pixel s·i + phase and blurred by ``g ⊗ g``; (b, h, w) → (b, H, W)."""
-    out = _spread_1d(_spread_1d(u, g, scale).transpose(-1, -2), g, scale).transpose(-1, -2)
-    o = g.shape[0] // 2 - phase  # the full output puts sample i's centre at s·i + K // 2
+def _spread(u: torch.Tensor, g: "torch.Tensor | tuple[torch.Tensor, torch.Tensor]", scale: int, phase: int,
+            H: int, W: int) -> torch.Tensor:
+    """G·u: LR sample i placed at HR pixel s·i + phase and blurred by ``gy ⊗ gx`` (``g`` one 1-D
+    kernel for both axes, or a (rows, columns) pair); (b, h, w) → (b, H, W)."""
+    gy, gx = g if isinstance(g, tuple) else (g, g)
+    if gy.shape[0] != gx.shape[0]:
+        raise ValueError("the two spread kernels must have the same length")
+    out = _spread_1d(_spread_1d(u, gx, scale).transpose(-1, -2), gy, scale).transpose(-1, -2)
+    o = gx.shape[0] // 2 - phase  # the full output puts sample i's centre at s·i + K // 2
     if o < 0:
         out, o = F.pad(out, (-o, 0, -o, 0)), 0
     out = out[..., o:o + H, o:o + W]
@@ -236,7 +244,11 @@ def project_observations(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel:
         raise CubeError(f"the SRF is {R.shape[0]}×{R.shape[1]} but the pair has {msi.shape[0]} MS and {C} HS bands")
     out = np.array(z, dtype=np.float32, copy=True)
     bands = max(1, min(C, _CHUNK_ELEMENTS // (H * W)))
-    g = torch.from_numpy(spread_kernel(scale)).float()
+    oy, ox = ops.sample_offset(kernel)
+    g = tuple(torch.from_numpy(spread_kernel(scale, o)).float() for o in (oy, ox)) if (oy or ox) else \
+        torch.from_numpy(spread_kernel(scale)).float()
+    if isinstance(g, tuple) and g[0].shape != g[1].shape:  # one axis half a pixel off, the other not
+        g = tuple(F.pad(t, (1, 1)) if t.shape[0] < max(g[0].shape[0], g[1].shape[0]) else t for t in g)
     amp = torch.from_numpy(np.ascontiguousarray(edge_weight(msi) if amp is None else amp, dtype=np.float32))
     with torch.inference_mode():
         for _ in range(iters):

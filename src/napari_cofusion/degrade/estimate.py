@@ -10,7 +10,11 @@ So, with the scale ``s`` inferred from the sizes:
   degraded MSI band on the HS bands, with a small second-difference penalty along the HS bands
   (response curves are smooth; HS bands are strongly correlated, so a plain fit is spiky);
 * the PSF is a Gaussian whose sigma (and the decimation phase) minimise the relative residual
-  of that fit: a grid search, then a golden-section refinement of sigma;
+  of that fit: a grid search, then a golden-section refinement of sigma. The search covers
+  Gaussians centred on an HR pixel and Gaussians centred half a pixel after it (an even number
+  of taps: samples between HR pixels, as block-averaging sensors, MATLAB's ``imresize`` and the
+  ``dhif`` protocols make them), and the ``dhif`` protocols' own s×s kernel, which wins when it
+  fits better than every Gaussian;
 * optionally a free ``k × k`` non-negative kernel (summing to one) is then fitted by least squares
   with the SRF fixed, and the SRF refitted once with it.
 
@@ -31,7 +35,7 @@ from scipy.optimize import nnls
 from napari_cofusion.core import ops
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.degrade.simulate import PSF, infer_scale
+from napari_cofusion.degrade.simulate import PSF, half_gaussian_kernel, infer_scale
 
 __all__ = ["Degradation", "estimate_degradation", "estimate_doubts", "fit_srf", "srf_residual", "DOUBTFUL_RESIDUAL",
            "EDGE_FRACTION"]
@@ -67,12 +71,17 @@ class Degradation:
 
     def describe(self) -> str:
         if self.sigma is not None and self.psf.get("kind") == "gaussian":
-            p = f"Gaussian σ {self.sigma:.3f} px ({self.kernel.shape[0]}×{self.kernel.shape[1]})"
+            n = self.psf.get("size") or self.kernel.shape[0]
+            p = f"Gaussian σ {self.sigma:.3f} px ({n}×{n}" + (", centred between HR pixels)" if self.psf.get("half") else ")")
+        elif self.psf.get("kind") == "dhif":
+            p = f"dhif (the {self.scale}×{self.scale} Gaussian of the dhif protocols, centred between HR pixels)"
         else:
             p = f"{self.psf.get('kind')} kernel {self.kernel.shape[0]}×{self.kernel.shape[1]}"
         p += " (estimated)" if self.psf_estimated else " (given)"
         r = f"SRF {self.srf.shape[0]}×{self.srf.shape[1]} " + ("(estimated)" if self.srf_estimated else f"({self.srf_name})")
-        return f"×{self.scale}, phase {self.phase}, PSF {p}, {r}, fit residual {self.residual:.4f}"
+        oy, ox = ops.sample_offset(self.kernel)
+        at = f"phase {self.phase}" + (f" (samples at s·i + {self.phase + oy:g})" if oy or ox else "")
+        return f"×{self.scale}, {at}, PSF {p}, {r}, fit residual {self.residual:.4f}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,22 +113,37 @@ def _pixels(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(flat, dtype=np.float64)
 
 
+class SRFSolver:
+    """The SRF fit of :func:`fit_srf` for one LRHSI and many degraded MSIs (the PSF search): the
+    LRHSI's side of the least-squares problem is factored once (a QR of the HS pixels stacked
+    on the smoothness penalty), so each candidate costs one projection and a C×C non-negative
+    solve instead of an N×C one. Same minimiser: ``‖A x − b‖² = ‖R x − Qᵀb‖² + const``."""
+
+    def __init__(self, lr: np.ndarray, smooth: float = 1e-3) -> None:
+        A = _pixels(lr)
+        C = A.shape[1]
+        D = _second_difference(C)
+        lam = smooth * float(np.trace(A.T @ A)) / C
+        A_aug = np.vstack([A, math.sqrt(lam) * D]) if D.size else A
+        self._A, self._n = A, A.shape[0]
+        self._Q, self._R = np.linalg.qr(A_aug)
+        self._C = C
+
+    def fit(self, msi_lr: np.ndarray) -> tuple[np.ndarray, float]:
+        B = _pixels(msi_lr)
+        Qb = self._Q[: self._n].T @ B  # the penalty rows of the target are zero
+        R = np.zeros((B.shape[1], self._C))
+        for k in range(B.shape[1]):
+            R[k], _ = nnls(self._R, Qb[:, k], maxiter=50 * self._C)
+        res = np.linalg.norm(B - self._A @ R.T) / max(np.linalg.norm(B), 1e-12)
+        return R, float(res)
+
+
 def fit_srf(lr: np.ndarray, msi_lr: np.ndarray, smooth: float = 1e-3) -> tuple[np.ndarray, float]:
     """Non-negative R (c, C) with ``msi_lr ≈ R · lr`` on the LR grid, and the relative residual
     ``‖msi_lr − R·lr‖ / ‖msi_lr‖``. ``smooth`` weighs a second-difference penalty along the HS
     bands, relative to the data term's scale."""
-    A = _pixels(lr)
-    B = _pixels(msi_lr)
-    C = A.shape[1]
-    D = _second_difference(C)
-    lam = smooth * float(np.trace(A.T @ A)) / C
-    A_aug = np.vstack([A, math.sqrt(lam) * D]) if D.size else A
-    R = np.zeros((B.shape[1], C))
-    for k in range(B.shape[1]):
-        b_aug = np.concatenate([B[:, k], np.zeros(D.shape[0])]) if D.size else B[:, k]
-        R[k], _ = nnls(A_aug, b_aug, maxiter=50 * C)
-    res = np.linalg.norm(B - A @ R.T) / max(np.linalg.norm(B), 1e-12)
-    return R, float(res)
+    return SRFSolver(lr, smooth).fit(msi_lr)
 
 
 def srf_residual(lr: np.ndarray, msi: np.ndarray, R: np.ndarray, kernel: np.ndarray, scale: int, phase: int) -> float:
@@ -139,8 +163,8 @@ def _degrade(msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int, lr_hw)
     return out[:, : lr_hw[0], : lr_hw[1]].astype(np.float64)
 
 
-def _gaussian(sigma: float) -> np.ndarray:
-    return ops.gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)
+def _gaussian(sigma: float, half: bool = False) -> np.ndarray:
+    return half_gaussian_kernel(sigma) if half else ops.gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)
 
 
 # ---------------------------------------------------------------------------- the PSF fit
@@ -215,11 +239,13 @@ def estimate_degradation(
             raise CubeError(f"the SRF {srf_name!r} is {R_fixed.shape[0]}×{R_fixed.shape[1]} but the pair needs "
                             f"{c}×{C} ({c} MSI bands from {C} HS bands)")
 
+    solver = SRFSolver(lr64, smooth) if R_fixed is None else None
+
     def fit(kernel: np.ndarray, ph: int) -> tuple[np.ndarray, float]:
         m = _degrade(ms_a, kernel, s, ph, (h, w))
         if R_fixed is not None:
             return R_fixed, srf_residual(lr64, ms_a, R_fixed, kernel, s, ph)
-        return fit_srf(lr64, m, smooth)
+        return solver.fit(m)
 
     search: dict[str, Any] = {}
     if psf is not None:
@@ -232,18 +258,21 @@ def estimate_degradation(
 
     lo, hi = sigma_range or (0.2, 0.9 * s)
     grid = np.geomspace(lo, hi, 18)
-    phases = [int(phase)] if phase is not None else list(range(s))
-    table = np.full((len(phases), grid.size), np.inf)
-    for i, ph in enumerate(phases):
+    # (phase, centred half a pixel after it) candidates
+    centres = [(int(phase), half) for half in (False, True)] if phase is not None else \
+        [(p, half) for half in (False, True) for p in range(s)]
+    table = np.full((len(centres), grid.size), np.inf)
+    for i, (ph, half) in enumerate(centres):
         for j, sg in enumerate(grid):
-            table[i, j] = fit(_gaussian(float(sg)), ph)[1]
+            table[i, j] = fit(_gaussian(float(sg), half), ph)[1]
     i, j = np.unravel_index(int(np.argmin(table)), table.shape)
-    ph = phases[i]
-    search = {"phases": phases, "sigmas": grid.tolist(), "residuals": table.tolist(), "range": [float(lo), float(hi)]}
+    ph, half = centres[i]
+    search = {"phases": [c[0] for c in centres], "half": [c[1] for c in centres], "sigmas": grid.tolist(),
+              "residuals": table.tolist(), "range": [float(lo), float(hi)]}
     # golden-section refinement of sigma between the grid neighbours
     a, b = grid[max(j - 1, 0)], grid[min(j + 1, grid.size - 1)]
     g = (math.sqrt(5) - 1) / 2
-    f = lambda sg: fit(_gaussian(float(sg)), ph)[1]  # noqa: E731
+    f = lambda sg: fit(_gaussian(float(sg), half), ph)[1]  # noqa: E731
     x1, x2 = b - g * (b - a), a + g * (b - a)
     f1, f2 = f(x1), f(x2)
     for _ in range(14):
@@ -256,9 +285,17 @@ def estimate_degradation(
             x2 = a + g * (b - a)
             f2 = f(x2)
     sigma = float((a + b) / 2)
-    kernel = _gaussian(sigma)
+    kernel = _gaussian(sigma, half)
     R, res = fit(kernel, ph)
-    psf_json: dict[str, Any] = {"kind": "gaussian", "size": int(kernel.shape[0]), "sigma": round(sigma, 5)}
+    psf_json: dict[str, Any] = {"kind": "gaussian", "size": int(kernel.shape[0]) - (1 if half else 0),
+                                "sigma": round(sigma, 5), **({"half": True} if half else {})}
+    if s % 2 == 0 and (phase is None or int(phase) == s // 2 - 1):
+        # the dhif protocols' s×s kernel (a truncated Gaussian no member of the family equals)
+        dk = PSF(kind="dhif").kernel(s)
+        dR, dres = fit(dk, s // 2 - 1)
+        search["dhif"] = float(dres)
+        if dres < res:
+            kernel, R, res, ph, sigma, psf_json = dk, dR, dres, s // 2 - 1, 2.0, {"kind": "dhif"}
     if free_kernel:
         size = int(free_kernel)
         if size < 1 or size % 2 == 0:

@@ -4,6 +4,15 @@
 * H and W are cropped (top-left anchored) to multiples of the scale ``s``.
 * LRHSI = decimate(PSF * X): band-wise 2-D convolution with reflect padding, then keep
   ``[:, s//2::s, s//2::s]``.
+* The ``dhif-x4`` / ``dhif-x8`` protocols (the DHIF-Net / SFNO line): an s×s separable Gaussian
+  (sigma 2) whose sample covers the block ``s·i … s·i + s - 1``, kept at ``s//2 - 1``: LR sample
+  ``i`` is centred at HR coordinate ``s·i + (s - 1)/2``, between HR pixels. The kernel is stored
+  as the odd :func:`~napari_cofusion.core.ops.half_pixel_kernel` (zero last row and column), so
+  every degradation in the project is one odd-kernel convolution and a whole-pixel phase;
+  :func:`~napari_cofusion.core.ops.sample_centre` gives the half pixel to whatever places
+  samples (bicubic upsampling, the consistency step's corrections, napari's LR layers). The
+  PROTOCOL's circular boundaries change nothing here: with H and W multiples of s no block
+  crosses the border (the test compares with an FFT implementation).
 * HRMSI = R · X with the SRF matrix R (rows sum to 1).
 * Optional Gaussian noise by SNR (dB): band b gets σ_b = sqrt(mean(Y_b²) / 10^(SNR/10)).
 
@@ -26,7 +35,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.srf import SRF, get_srf
 
-__all__ = ["PSF", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
+__all__ = ["PSF", "dhif_kernel", "half_gaussian_kernel", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
            "save_pair", "read_pair"]
 
 
@@ -34,9 +43,13 @@ __all__ = ["PSF", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "prot
 class PSF:
     """A point-spread function preset or custom kernel.
 
-    kind: ``"weak"`` (3×3, σ 0.5), ``"wald"`` (FWHM = scale), ``"gaussian"`` (``size``, ``sigma``),
+    kind: ``"weak"`` (3×3, σ 0.5), ``"wald"`` (FWHM = scale), ``"dhif"`` (the s×s Gaussian of the
+    ``dhif`` protocols, ``sigma`` default 2, centred between HR pixels), ``"gaussian"`` (``size``, ``sigma``),
     ``"box"`` (``size``, default the scale), ``"file"`` (a 2-D kernel in ``path``: .npy/.csv/.mat)
-    or ``"array"`` (``kernel`` given directly).
+    or ``"array"`` (``kernel`` given directly). ``half`` (Gaussian only): centred half an HR pixel
+    after the pixel the decimation keeps, an even ``size`` (default ``2·ceil(3σ + 1/2)``) stored
+    as :func:`~napari_cofusion.core.ops.half_pixel_kernel`: samples between HR pixels, as the
+    estimator finds for pairs made that way (``gaussian-half:SIGMA``).
     """
 
     kind: str = "weak"
@@ -44,6 +57,7 @@ class PSF:
     sigma: float | None = None
     path: str | None = None
     kernel_values: list | None = None
+    half: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str):
@@ -54,6 +68,10 @@ class PSF:
         if self.sigma is not None and not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)
                                            and 0 < self.sigma <= 64):
             raise CubeError(f"PSF sigma {self.sigma!r} must be a positive number of pixels (at most 64)")
+        if self.half is not None and not isinstance(self.half, bool):
+            raise CubeError(f"PSF half {self.half!r} must be true or false")
+        if self.half and (self.kind.lower() != "gaussian" or (self.size is not None and self.size % 2)):
+            raise CubeError("a half-pixel PSF (half: true) is a Gaussian with an even size")
 
     def kernel(self, scale: int) -> np.ndarray:
         k = self.kind.lower()
@@ -62,10 +80,17 @@ class PSF:
         if k == "wald":
             sigma = ops.gaussian_sigma_wald(scale)
             return ops.gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)
+        if k == "dhif":
+            return dhif_kernel(scale, 2.0 if self.sigma is None else self.sigma)
         if k == "gaussian":
             if self.sigma is None:
                 raise CubeError("Gaussian PSF needs a sigma")
+            if self.half:
+                return half_gaussian_kernel(self.sigma, self.size)
             size = self.size or 2 * math.ceil(3 * self.sigma) + 1
+            if size % 2 == 0:
+                raise CubeError(f"Gaussian PSF size {size} must be odd (an even one, centred between HR pixels, "
+                                "is gaussian-half:SIZE:SIGMA)")
             return ops.gaussian_kernel(size, self.sigma)
         if k == "box":
             return ops.box_kernel(self.size or scale)
@@ -76,11 +101,11 @@ class PSF:
             if not np.isfinite(arr).all() or arr.sum() <= 0:
                 raise CubeError("PSF kernel must be finite with a positive sum")
             return arr / arr.sum()
-        raise CubeError(f"unknown PSF {self.kind!r}: use weak, wald, gaussian, box, or a kernel file")
+        raise CubeError(f"unknown PSF {self.kind!r}: use weak, wald, dhif, gaussian, box, or a kernel file")
 
     @classmethod
     def parse(cls, spec: "str | PSF | dict | None") -> "PSF":
-        """``"weak"``, ``"wald"``, ``"gaussian:7:1.2"`` (size, sigma), ``"gaussian:1.2"``,
+        """``"weak"``, ``"wald"``, ``"dhif"``, ``"dhif:SIGMA"``, ``"gaussian:7:1.2"`` (size, sigma), ``"gaussian:1.2"``,
         ``"box"``, ``"box:4"``, a kernel file path, a dict or a PSF."""
         if spec is None:
             return cls()
@@ -97,6 +122,14 @@ class PSF:
         try:
             if head in ("weak", "wald"):
                 return cls(kind=head)
+            if head == "dhif":
+                return cls(kind="dhif", sigma=float(parts[1]) if len(parts) > 1 else None)
+            if head == "gaussian-half":
+                if len(parts) == 2:
+                    return cls(kind="gaussian", sigma=float(parts[1]), half=True)
+                if len(parts) == 3:
+                    return cls(kind="gaussian", size=int(parts[1]), sigma=float(parts[2]), half=True)
+                raise CubeError("a half-pixel Gaussian PSF is written gaussian-half:SIGMA or gaussian-half:SIZE:SIGMA")
             if head == "gaussian":
                 if len(parts) == 2:
                     return cls(kind="gaussian", sigma=float(parts[1]))
@@ -111,11 +144,12 @@ class PSF:
             raise CubeError(f"cannot parse PSF {s!r}") from None
         if Path(s).suffix.lower() in (".npy", ".csv", ".txt", ".mat"):
             return cls(kind="file", path=s)
-        raise CubeError(f"unknown PSF {s!r}: use weak, wald, gaussian:SIGMA, gaussian:SIZE:SIGMA, box[:SIZE] or a kernel file")
+        raise CubeError(f"unknown PSF {s!r}: use weak, wald, dhif, gaussian:SIGMA, gaussian:SIZE:SIGMA, box[:SIZE] "
+                        "or a kernel file")
 
     def describe(self) -> str:
         if self.kind == "gaussian":
-            return f"gaussian(size={self.size}, sigma={self.sigma})"
+            return f"gaussian{'-half' if self.half else ''}(size={self.size}, sigma={self.sigma})"
         if self.kind == "box":
             return f"box({self.size or 'scale'})"
         if self.kind == "file":
@@ -124,6 +158,26 @@ class PSF:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def dhif_kernel(scale: int, sigma: float = 2.0) -> np.ndarray:
+    """The ``dhif`` protocols' PSF (PROTOCOL.md): the s×s outer product of the taps
+    ``exp(-(i - (s-1)/2)² / (2σ²))``, i = 0…s-1, normalised, as the odd
+    :func:`~napari_cofusion.core.ops.half_pixel_kernel` of size s + 1."""
+    s = int(scale)
+    t = np.exp(-((np.arange(s) - (s - 1) / 2.0) ** 2) / (2.0 * float(sigma) ** 2))
+    k = np.outer(t, t)
+    return ops.half_pixel_kernel(k / k.sum()) if s % 2 == 0 else k / k.sum()
+
+
+def half_gaussian_kernel(sigma: float, size: int | None = None) -> np.ndarray:
+    """An even ``size``-tap Gaussian (taps at ``i - (size-1)/2``; default size ``2·ceil(3σ + 1/2)``)
+    as the odd :func:`~napari_cofusion.core.ops.half_pixel_kernel`: centred half a pixel after
+    the pixel the decimation keeps."""
+    n = int(size or 2 * math.ceil(3 * float(sigma) + 0.5))
+    t = np.exp(-((np.arange(n) - (n - 1) / 2.0) ** 2) / (2.0 * float(sigma) ** 2))
+    k = np.outer(t, t)
+    return ops.half_pixel_kernel(k / k.sum())
 
 
 def _load_kernel(path: str | None) -> np.ndarray:
@@ -225,6 +279,8 @@ class Recipe:
 PROTOCOLS: dict[str, dict[str, Any]] = {
     **{f"cave-x{s}": {"scale": s, "psf": "weak", "srf": "nikon-d700"} for s in (2, 4, 8)},
     **{f"cave-wald-x{s}": {"scale": s, "psf": "wald", "srf": "nikon-d700"} for s in (2, 4, 8)},
+    # the DHIF-Net / SFNO protocol: s×s Gaussian (sigma 2) kept at s//2 - 1, samples centred at s·i + (s-1)/2
+    **{f"dhif-x{s}": {"scale": s, "psf": "dhif", "srf": "nikon-d700", "phase": s // 2 - 1} for s in (4, 8)},
 }
 
 
@@ -264,12 +320,14 @@ def simulate_pair(
 ) -> SimulatedPair:
     """Simulate (LRHSI, HRMSI) from a reference cube (see the module docstring).
 
-    ``protocol`` (``cave-x4`` …) fills scale, PSF and SRF from the named preset.
+    ``protocol`` (``cave-x4``, ``dhif-x4`` …) fills scale, PSF, SRF (and the ``dhif`` phase) from
+    the named preset.
     ``snr_ms_db`` defaults to ``snr_db``.
     """
     if protocol is not None:
         p = protocol_recipe(protocol)
         scale, psf, srf = p["scale"], p["psf"], p["srf"]
+        phase = p.get("phase", phase)
     if not isinstance(scale, (int, np.integer)) or scale < 1:
         raise CubeError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)

@@ -32,7 +32,7 @@ __all__ = ["local_regression", "select_regularisation", "candidate_name", "glp_h
 
 def bicubic(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int, **_: Any) -> np.ndarray:
     with torch.inference_mode():
-        return ops.upsample(torch.from_numpy(lr), scale, phase, out_size=msi.shape[-2:]).numpy()
+        return ops.upsample(torch.from_numpy(lr), scale, ops.sample_centre(kernel, phase), out_size=msi.shape[-2:]).numpy()
 
 
 def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -269,9 +269,10 @@ def glp_hs(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
         a, b = _regression(L, M_lr, radius, shrink, eps)
         a, b = a.float(), b.float()
         c, C = a.shape[:2]
-        A = ops.upsample(a.reshape(c * C, *a.shape[-2:]), scale, phase, out_size=hw).reshape(c, C, *hw)
-        S = torch.einsum("kbhw,khw->bhw", A, M) + ops.upsample(b, scale, phase, out_size=hw)
-        residual = ops.upsample(L.float() - ops.degrade(S, kernel, scale, phase), scale, phase, out_size=hw)
+        at = ops.sample_centre(kernel, phase)  # where the LR samples lie (between HR pixels for even PSFs)
+        A = ops.upsample(a.reshape(c * C, *a.shape[-2:]), scale, at, out_size=hw).reshape(c, C, *hw)
+        S = torch.einsum("kbhw,khw->bhw", A, M) + ops.upsample(b, scale, at, out_size=hw)
+        residual = ops.upsample(L.float() - ops.degrade(S, kernel, scale, phase), scale, at, out_size=hw)
         return (S + residual).numpy()
 
 

@@ -87,8 +87,9 @@ def base_cube(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, base: str
     regression ``radius`` / ``shrink``, default chosen from the pair)."""
     H, W = msi.shape[-2:]
     if base == "bicubic":
+        at = phase if kernel is None else ops.sample_centre(kernel, phase)
         with torch.inference_mode():
-            return ops.upsample(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None], scale, phase, out_size=(H, W))
+            return ops.upsample(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None], scale, at, out_size=(H, W))
     from napari_cofusion.fusion.classical import glp_hs
 
     if kernel is None:
