@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="simulate an LRHSI/HRMSI pair from a reference cube (Wald's protocol)")
     s.add_argument("--ref", required=True, help="reference cube (ENVI .hdr, .mat, .tif, .npy/.npz or band-PNG folder)")
     s.add_argument("--scale", type=int, default=4)
-    s.add_argument("--psf", default="weak", help="weak | wald | gaussian:SIGMA | gaussian:SIZE:SIGMA | box[:SIZE] | kernel file")
+    s.add_argument("--psf", default="weak", help="weak | wald | dhif | gaussian:SIGMA | gaussian:SIZE:SIGMA | gaussian-half:SIGMA | box[:SIZE] | kernel file")
     s.add_argument("--srf", default="nikon-d700", help=f"{srfs} | SRF file (.csv/.npy/.mat)")
     s.add_argument("--protocol", choices=protocols, help="named preset (overrides --scale/--psf/--srf)")
     s.add_argument("--snr", type=float, default=None, help="add Gaussian noise at this SNR (dB)")
@@ -251,8 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion | csakd (see --list-methods)")
     f.add_argument("--list-methods", action=_ListMethods, help="list the fusion methods and exit")
     f.add_argument("--weights", default=None, help="weights name in weights/ or a .safetensors path (learned methods)")
-    f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak); "
-                   "auto: estimate the PSF and phase from the pair")
+    f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak): "
+                   "weak | wald | dhif | gaussian:SIGMA | gaussian-half:SIGMA | kernel file; auto: estimate the PSF "
+                   "and phase from the pair")
+    f.add_argument("--phase", type=int, default=None,
+                   help="decimation phase of the LRHSI (default: the recipe's, else the PSF's: s//2 - 1 for dhif, "
+                        "s//2 otherwise)")
     f.add_argument("--recipe", default=None, help="recipe.json of a simulated pair (default: beside --lr)")
     f.add_argument("--device", default=None, help="cpu (default) or cuda for learned methods")
     f.add_argument("--consistency", choices=["auto", "on", "off"], default=None,

@@ -36,7 +36,7 @@ def _cmd_fuse_many(a: argparse.Namespace, opts: dict[str, Any]) -> int:
 
     t0 = time.perf_counter()
     rows = fuse_many(jobs, out, a.method, fmt=a.format, scheduler=a.scheduler, workers=a.workers,
-                     overwrite=a.overwrite, progress=show, psf=a.psf, consistency=a.consistency, tile=a.tile, **opts)
+                     overwrite=a.overwrite, progress=show, psf=a.psf, phase=a.phase, consistency=a.consistency, tile=a.tile, **opts)
     wall = time.perf_counter() - t0
     failed = [r for r in rows if r["error"]]
     if a.json:
@@ -67,7 +67,7 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
     # ENVI and zarr are written block by block as the blocks are fused (memory follows the
     # block); other formats are written whole at the end
     streamed = out.suffix.lower() in (".hdr", ".img") or zarr_out
-    common = dict(psf=a.psf, consistency=a.consistency, tile=a.tile,
+    common = dict(psf=a.psf, phase=a.phase, consistency=a.consistency, tile=a.tile,
                   **({"out": out, "overwrite": a.overwrite} if streamed else {}), **opts)
     if a.scheduler or a.workers or zarr_out:  # the blocks as dask tasks
         from napari_cofusion.api import fuse_dask

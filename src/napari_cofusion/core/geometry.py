@@ -16,14 +16,16 @@ centred on the pixel it observed, and napari's ``world_to_data`` maps HR pixel `
 pixel ``i`` exactly.
 
 The phase: the recipe's ``phase`` (a simulated pair records it in the layer metadata
-``["recipe"]``), else the PSF / SRF estimate's, else the protocol's ``s // 2``.
+``["recipe"]``), else the PSF / SRF estimate's, else the protocol's ``s // 2``. A PSF whose samples
+lie between HR pixels (the ``dhif`` protocols' s×s kernel, kept at ``s//2 - 1`` and centred at
+``s·i + (s - 1)/2``) adds its half pixel to the translate (:func:`sample_centre`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["lr_transform", "sample_phase", "integer_scale", "scene_transforms"]
+__all__ = ["lr_transform", "sample_phase", "sample_centre", "integer_scale", "scene_transforms"]
 
 
 def integer_scale(hr_shape: Sequence[int], lr_shape: Sequence[int]) -> int | None:
@@ -36,10 +38,7 @@ def integer_scale(hr_shape: Sequence[int], lr_shape: Sequence[int]) -> int | Non
     return H // h
 
 
-def sample_phase(scale: int, recipe: Mapping[str, Any] | None = None, estimate: Any = None) -> int:
-    """The decimation phase of an LR image at ``scale``: the ``recipe``'s phase (a dict, e.g. the
-    layer metadata's ``"recipe"``) when it is for this scale, else the ``estimate``'s (an object
-    with ``scale`` and ``phase``, or a dict), else ``scale // 2``; always in ``[0, scale)``."""
+def _chosen_phase(scale: int, recipe: Mapping[str, Any] | None, estimate: Any) -> tuple[int, Any]:
     s = int(scale)
     for source in (recipe, estimate):
         if source is None:
@@ -55,17 +54,43 @@ def sample_phase(scale: int, recipe: Mapping[str, Any] | None = None, estimate: 
         except (TypeError, ValueError):
             continue
         if 0 <= p < s:
-            return p
-    return s // 2
+            return p, source
+    return s // 2, None
 
 
-def lr_transform(scale: int, phase: int | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(scale, translate) of the (row, column) axes that put LR sample ``i`` over HR pixel
-    ``scale·i + phase`` (see the module docstring): ``((s, s), (p, p))``; ``phase`` None is ``s // 2``."""
+def sample_phase(scale: int, recipe: Mapping[str, Any] | None = None, estimate: Any = None) -> int:
+    """The decimation phase of an LR image at ``scale``: the ``recipe``'s phase (a dict, e.g. the
+    layer metadata's ``"recipe"``) when it is for this scale, else the ``estimate``'s (an object
+    with ``scale`` and ``phase``, or a dict), else ``scale // 2``; always in ``[0, scale)``."""
+    return _chosen_phase(scale, recipe, estimate)[0]
+
+
+def sample_centre(scale: int, recipe: Mapping[str, Any] | None = None, estimate: Any = None,
+                  kernel_of: "Callable[[Mapping[str, Any]], Any] | None" = None) -> float:
+    """Where LR sample 0 lies on the HR grid (rows; the protocols' PSFs are square): the
+    :func:`sample_phase`, plus the half pixel of a PSF whose samples lie between HR pixels
+    (:func:`napari_cofusion.core.ops.sample_offset`; the ``dhif`` protocols: ``s//2 - 1 + 1/2``).
+    The PSF is the estimate's ``kernel`` when the phase came from the estimate, ``kernel_of(recipe)``
+    when it came from the recipe (the caller knows how to build a recipe's PSF)."""
+    from napari_cofusion.core.ops import sample_offset
+
+    phase, source = _chosen_phase(scale, recipe, estimate)
+    kernel = None
+    if source is not None and source is recipe and kernel_of is not None:
+        kernel = kernel_of(recipe)
+    elif source is not None and source is estimate:
+        kernel = estimate.get("kernel") if isinstance(estimate, Mapping) else getattr(estimate, "kernel", None)
+    return float(phase) + (sample_offset(kernel)[0] if kernel is not None else 0.0)
+
+
+def lr_transform(scale: int, phase: "float | None" = None) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(scale, translate) of the (row, column) axes that put LR sample ``i`` over HR coordinate
+    ``scale·i + phase`` (see the module docstring): ``((s, s), (p, p))``; ``phase`` None is
+    ``s // 2``; a fraction (:func:`sample_centre`) for samples between HR pixels."""
     s = int(scale)
     if s < 1:
         raise ValueError(f"scale must be a positive whole number, got {scale!r}")
-    p = s // 2 if phase is None else int(phase)
+    p = s // 2 if phase is None else float(phase)
     return (float(s), float(s)), (float(p), float(p))
 
 

@@ -61,8 +61,8 @@ def sample_offset(kernel: np.ndarray) -> tuple[float, float]:
     for axis in (0, 1):
         n = k.shape[axis]
         w = k.sum(axis=1 - axis) / total
-        off = (n - 1) // 2 - float(np.dot(w, np.arange(n)))
-        out.append(0.0 if abs(off) < 1e-9 else off)
+        off = round((n - 1) // 2 - float(np.dot(w, np.arange(n))), 6)  # float noise off the half pixel
+        out.append(0.0 if off == 0 else off)
     return out[0], out[1]
 
 

@@ -35,7 +35,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.srf import SRF, get_srf
 
-__all__ = ["PSF", "dhif_kernel", "half_gaussian_kernel", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
+__all__ = ["PSF", "default_phase", "dhif_kernel", "half_gaussian_kernel", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
            "save_pair", "read_pair"]
 
 
@@ -158,6 +158,13 @@ class PSF:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def default_phase(psf: "str | PSF | dict | None", scale: int) -> int:
+    """The decimation phase a PSF comes with when none is given: ``s//2 - 1`` for the ``dhif``
+    kernel (its protocol's, samples at s·i + (s-1)/2), else the PROTOCOL's ``s//2``."""
+    kind = PSF.parse(psf).kind.lower() if psf is not None else "weak"
+    return int(scale) // 2 - 1 if kind == "dhif" and int(scale) % 2 == 0 else int(scale) // 2
 
 
 def dhif_kernel(scale: int, sigma: float = 2.0) -> np.ndarray:
@@ -340,7 +347,7 @@ def simulate_pair(
     kernel = psf_obj.kernel(scale)
     srf_obj = get_srf(srf)
     R = srf_obj.matrix_for(c, reference.wavelengths)
-    ph = scale // 2 if phase is None else int(phase)
+    ph = default_phase(psf_obj, scale) if phase is None else int(phase)
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x))
         lr = ops.degrade(xt, kernel, scale, ph).numpy()

@@ -7,18 +7,19 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from napari_cofusion.core.cube import Cube
-from napari_cofusion.core.errors import CubeError
+from napari_cofusion.core.errors import CofusionWarning, CubeError
 from napari_cofusion.core.io.common import json_safe
 from napari_cofusion.degrade.consistency import (
     ConsistencyReport, decide, edge_weight, mismatch_terms, project_observations, ratios,
 )
-from napari_cofusion.degrade.simulate import PSF
+from napari_cofusion.degrade.simulate import PSF, default_phase
 from napari_cofusion.fusion.blocks import ArraySink, Block, block_side, memory_budget, plan_blocks, run_blocks
 from napari_cofusion.fusion.pair import check_pair, check_recipe
 from napari_cofusion.fusion.registry import FusionMethod, get_method, iter_methods
@@ -147,6 +148,30 @@ class FusionPlan:
                 **({"blocks": len(self.blocks)} if len(self.blocks) > 1 else {})}
 
 
+def _warn_if_trained_for_another_psf(m: FusionMethod, lr: Cube, msi: Cube, scale: int, options: dict[str, Any],
+                                     psf: PSF, phase: int) -> None:
+    """Weights trained for one PSF lose several dB on another (a half pixel of phase already
+    costs): say so, with both, before the run (the result is still made: it may be what the user
+    wants to compare)."""
+    d = m.defaults(lr, msi, scale, options)
+    t_psf, t_phase = d.get("psf"), d.get("phase")
+    if not t_psf:
+        return
+    t_obj = PSF.parse(t_psf)
+    t_phase = default_phase(t_obj, scale) if t_phase is None else int(t_phase)
+    same = t_obj.to_json() == psf.to_json() or (t_obj.kind == psf.kind and t_obj.kind in ("weak", "wald", "dhif"))
+    if not same and t_obj.kind == psf.kind == "gaussian" and bool(t_obj.half) == bool(psf.half):
+        same = abs(float(t_obj.sigma or 0) - float(psf.sigma or 0)) <= 0.05 * max(float(psf.sigma or 0), 1e-6)
+    if not same and "array" in (t_obj.kind, psf.kind):  # an estimate's kernel beside the one it came from
+        a, b = t_obj.kernel(scale), psf.kernel(scale)
+        same = a.shape == b.shape and float(np.abs(a - b).sum()) < 0.05
+    if same and t_phase == phase:
+        return
+    warnings.warn(f"{m.name}: the weights were trained for the PSF {t_obj.describe()} at phase {t_phase}, and this "
+                  f"pair's is {psf.describe()} at phase {phase}: expect a lower quality than their card's (weights "
+                  "for this PSF: train them with --protocol, or fine-tune on the scene)", CofusionWarning, stacklevel=3)
+
+
 def plan_fusion(
     lr: Cube,
     msi: Cube,
@@ -179,12 +204,14 @@ def plan_fusion(
         psf = recipe.get("psf", "weak")
     if phase is None:
         phase = recipe.get("phase")
-    ph = scale // 2 if phase is None else phase
+    psf_obj = PSF.parse(psf)
+    ph = default_phase(psf_obj, scale) if phase is None else phase
     if isinstance(ph, bool) or not isinstance(ph, (int, np.integer)) or not 0 <= ph < scale:
         raise CubeError(f"decimation phase {ph!r} must be a whole number in [0, {scale}) at ×{scale}")
     ph = int(ph)
-    psf_obj = PSF.parse(psf)
     kernel = psf_obj.kernel(scale)
+    if m.defaults is not None and options.get("model") is None:
+        _warn_if_trained_for_another_psf(m, lr, msi, scale, options, psf_obj, ph)
     mode = m.consistency if consistency is None else consistency
     if m.prepare is not None:
         options = m.prepare(lr.data, msi.data, scale, kernel, ph, dict(options))
@@ -215,7 +242,7 @@ def fuse(
     ``psf`` is the blur that relates the LRHSI to the HR scene (default: the ``recipe`` in the
     LRHSI's metadata when it was simulated, else ``weak``; ``"auto"``: estimated from the pair
     with the phase, :func:`estimate_psf`, recorded in ``meta["estimate"]``); ``phase`` the
-    decimation phase (default the recipe's, else scale // 2). Learned methods take ``weights=``.
+    decimation phase (default the recipe's, else the PSF's: s//2 - 1 for dhif, s//2 otherwise). Learned methods take ``weights=``.
     ``consistency`` ("auto", "on", "off"; default: the method's) projects the result onto the
     observations (:mod:`napari_cofusion.degrade.consistency`); its report is ``FusionResult.consistency``
     and the cube's ``meta["consistency"]``.

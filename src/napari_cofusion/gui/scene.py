@@ -58,6 +58,17 @@ def _key(layer: Any) -> str | None:
     return None if layer is None else str(id(_unwrap(layer)))
 
 
+def _recipe_kernel(recipe: Any) -> "np.ndarray | None":
+    """The PSF kernel of a layer's recipe (its half-pixel offset places the LR layer); None for a
+    recipe that does not build (the layer is then placed by its phase alone)."""
+    from napari_cofusion.degrade.simulate import Recipe
+
+    try:
+        return Recipe.from_json(recipe).kernel()
+    except Exception:  # a bad recipe is reported where it is used (fusion), not while drawing
+        return None
+
+
 def _is_cube(layer: Any) -> bool:
     from napari.layers import Image
 
@@ -207,8 +218,9 @@ class Scene:
                 s = geometry.integer_scale(hr_shape, layer.data.shape)
                 if s is None:
                     continue
-                phase = geometry.sample_phase(s, layer.metadata.get("recipe"), self._estimates.get(_key(layer)))
-                (sy, sx), (ty, tx) = geometry.lr_transform(s, phase if s > 1 else 0)
+                at = geometry.sample_centre(s, layer.metadata.get("recipe"), self._estimates.get(_key(layer)),
+                                            kernel_of=_recipe_kernel)
+                (sy, sx), (ty, tx) = geometry.lr_transform(s, at if s > 1 else 0)
                 moved |= _place(layer, (1.0, sy, sx), (0.0, ty, tx))
             by_name = {l.name: l for l in cubes}
             for layer in viewer.layers:
