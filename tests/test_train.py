@@ -121,3 +121,43 @@ def test_training_on_cuda_leaves_the_model_on_the_cpu(scenes):
     assert progress[-1].best_val and np.isfinite(progress[-1].loss)
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert tr[0].ref.device.type == "cpu"  # the caller's scenes are not moved
+
+
+def test_train_init_from_other_scale_weights_on_the_dhif_protocol(tmp_path, shared_data, capsys):
+    """``train --init cofusion_cave_x4 --protocol dhif-x4``: the run starts from the x4 weights
+    (every parameter equal before the first step; none depends on the scale), the card records the
+    start and the protocol's PSF, and ``fuse`` with those weights on a dhif pair without a recipe
+    takes the card's PSF and the dhif phase (no warning about another PSF)."""
+    import warnings
+
+    from napari_cofusion.api import fuse
+    from napari_cofusion.core.errors import CofusionWarning
+    from napari_cofusion.degrade.simulate import simulate_pair
+    from napari_cofusion.learn.train_folder import init_from
+    from napari_cofusion.learn.weights import load_weights, shipped_weights_dir
+    from napari_cofusion.samples import bundled_reference
+
+    start, info = init_from("cofusion_cave_x4", 31, 3, 2)
+    src, _ = load_weights(shipped_weights_dir() / "cofusion_cave_x4.safetensors")
+    assert start.cfg.scale == 2 and info["scale"] == 4 and info["weights"] == "cofusion_cave_x4.safetensors"
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), src.state_dict().values()))
+    out = tmp_path / "w"
+    assert main(["train", "--data", str(shared_data / "cave"), "--protocol", "dhif-x4", "--init", "cofusion_cave_x4",
+                 "--train-scenes", "beads", "--crop", "64", "--steps", "1", "--batch", "1", "--patch", "32",
+                 "--no-augment", "--val-every", "1", "--warmup", "0", "--out", str(out)]) == 0
+    card = json.loads((tmp_path / "w.json").read_text())
+    assert card["protocol"] == "dhif-x4" and card["psf"] == "dhif" and card["scale"] == 4
+    assert card["init"]["weights"] == "cofusion_cave_x4.safetensors" and card["init"]["protocol"] == "cave-x4"
+    pair = simulate_pair(bundled_reference(), protocol="dhif-x4")
+    lr = pair.lr.with_data(pair.lr.data, meta={})  # no recipe: the card's PSF decides
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CofusionWarning)
+        r = fuse(lr, pair.msi, "cofusion", weights=str(tmp_path / "w.safetensors"))
+    assert r.meta["psf"] == {"kind": "dhif"}
+    assert not [w for w in caught if "trained for the PSF" in str(w.message)]
+    from napari_cofusion.core.errors import CubeError
+    from napari_cofusion.learn import train_folder
+
+    with pytest.raises(CubeError, match="leave out --depths"):
+        train_folder.prepare(shared_data / "cave", [shared_data / "cave" / "beads_ms"], [], "cave-x2",
+                             train_folder.training_config(steps=1), depths=(1, 1, 1), init="cofusion_cave_x4")

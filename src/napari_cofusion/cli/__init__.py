@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="no dihedral variants of the scenes")
+    t.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these CoFusion weights (name or path), trained at any scale or PSF, e.g. "
+                        "cofusion_cave_x4 for a x2 or dhif protocol (the card records it)")
     t.set_defaults(func=_cmd_train)
 
     k = sub.add_parser("distill", help="distil a CoFusion teacher into the fast CSAKD student")

@@ -25,7 +25,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     cfg = train_folder.training_config(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, seed=a.seed,
                                        val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup)
     run = train_folder.prepare(a.data, tr, va, a.protocol, cfg, crop=a.crop, augment=a.augment, workers=a.workers,
-                               base=a.base, depths=a.depths)
+                               base=a.base, depths=a.depths, init=a.init)
     print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(run.train_scenes)} with augmentation)",
           flush=True)
     print(f"[train] CoFusion {run.model.n_params():,} parameters; {run.config}", flush=True)

@@ -198,16 +198,53 @@ def simulate_scenes(train_paths: Sequence[Path], val_paths: Sequence[Path], prot
 
 def prepare(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Sequence[Path], protocol: str,
             config: TrainConfig, *, crop: int | None = None, augment: bool = True, workers: int | None = 1,
-            base: str = "glp-hs", depths: Sequence[int] | None = None) -> FolderTraining:
+            base: str = "glp-hs", depths: Sequence[int] | None = None,
+            init: "str | os.PathLike | None" = None) -> FolderTraining:
     """Simulate the scenes (the 8 dihedral variants of each training reference with ``augment``)
     in ``workers`` processes, measure glp-hs on the validation scenes, and build a new CoFusion
-    with the network's global residual ``base`` and ``depths`` (blocks per level)."""
+    with the network's global residual ``base`` and ``depths`` (blocks per level), or (``init``)
+    one that starts from CoFusion weights trained at another scale or PSF (:func:`init_from`)."""
     scale = protocol_recipe(protocol)["scale"]
+    if init is not None and depths:
+        raise CubeError("the depths come from the weights training starts from (--init): leave out --depths")
     train_scenes, val_scenes, baseline, baseline_dc = simulate_scenes(
         train_paths, val_paths, protocol, crop=crop, variants=DIHEDRAL if augment else ((0, False),), workers=workers,
         with_base=base == "glp-hs")
     ref0 = train_scenes[0]
-    cfg = CoFusionConfig(hs_bands=ref0.ref.shape[0], ms_bands=ref0.msi.shape[0], scale=scale, base=base,
-                         **({"depths": tuple(depths)} if depths else {}))
-    return FolderTraining(Path(root), protocol, list(train_paths), list(val_paths), augment, config, CoFusion(cfg),
-                          train_scenes, val_scenes, read_cube(train_paths[0]).wavelengths, baseline, baseline_dc)
+    C, c = ref0.ref.shape[0], ref0.msi.shape[0]
+    extra: dict[str, Any] = {}
+    if init is not None:
+        model, extra["init"] = init_from(init, C, c, scale)
+        if model.cfg.base != base:
+            raise CubeError(f"the weights {extra['init']['weights']} refine a {model.cfg.base} base, not {base}")
+    else:
+        model = CoFusion(CoFusionConfig(hs_bands=C, ms_bands=c, scale=scale, base=base,
+                                        **({"depths": tuple(depths)} if depths else {})))
+    return FolderTraining(Path(root), protocol, list(train_paths), list(val_paths), augment, config, model,
+                          train_scenes, val_scenes, read_cube(train_paths[0]).wavelengths, baseline, baseline_dc,
+                          card_fields=extra)
+
+
+def init_from(weights: "str | os.PathLike", C: int, c: int, scale: int) -> tuple[CoFusion, dict[str, Any]]:
+    """A CoFusion for ``scale`` holding the parameters of the CoFusion ``weights`` (a name in
+    weights/ or a path) trained at any scale and PSF: no parameter depends on the scale (the
+    network works on the HR grid, on its glp-hs base), so the ×4 weights are a start for ×2.
+    The band counts must match. Returns the model and what the card records of the start."""
+    from dataclasses import replace
+
+    from napari_cofusion.fusion.pair import check_fits
+    from napari_cofusion.learn.weights import load_weights, resolve_weights, shipped_weights_dir
+
+    p = Path(weights)
+    if not (p.suffix == ".safetensors" or p.exists() or p.with_suffix(".safetensors").exists()):
+        p = shipped_weights_dir() / f"{weights}.safetensors"
+    path = resolve_weights(str(p), C, c, scale)
+    src, card = load_weights(path)
+    if card.get("architecture") != "cofusion":
+        raise CubeError(f"--init {path.stem}: a {card.get('architecture')} model, not CoFusion")
+    check_fits((src.cfg.hs_bands, src.cfg.ms_bands, scale), (C, c, scale), f"the weights '{path.stem}'",
+               "the training scenes")
+    model = CoFusion(replace(src.cfg, scale=int(scale), phase=None))
+    model.load_state_dict(src.state_dict())
+    return model, {"weights": path.name, "scale": src.cfg.scale, "protocol": card.get("protocol"),
+                   "steps": (card.get("training") or {}).get("steps_done")}
