@@ -171,3 +171,19 @@ def test_napari_places_a_dhif_lrhsi_between_hr_pixels(make_napari_viewer, qtbot)
     for hr in (8, 9, 10, 11):
         assert np.round(lr.world_to_data((0, hr, hr))).astype(int).tolist()[1:] == [2, 2]
     qtbot.waitUntil(lambda: widget.pair_panel.agreement.worker is None, timeout=30000)
+
+
+def test_weights_are_chosen_by_the_pairs_psf(tmp_path):
+    """Two weights files for the same bands and scale, one per PSF: the one trained for the pair's
+    PSF and phase is chosen, the first by name when none is (the plan then warns)."""
+    from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+    from napari_cofusion.learn.weights import find_weights, make_card, save_weights
+
+    for name, psf, proto in (("a_cave", "weak", "cave-x4"), ("b_dhif", "dhif", "dhif-x4")):
+        m = CoFusion(CoFusionConfig(hs_bands=31, ms_bands=3, scale=4, depths=(1, 1, 1), width=16))
+        save_weights(m, tmp_path / name, make_card(m, psf=psf, protocol=proto))
+    dhif = PSF(kind="dhif").kernel(4)
+    assert find_weights(31, 3, 4, folder=tmp_path, kernel=dhif, phase=1).stem == "b_dhif"
+    assert find_weights(31, 3, 4, folder=tmp_path, kernel=dhif, phase=2).stem == "a_cave"  # no dhif at phase 2
+    assert find_weights(31, 3, 4, folder=tmp_path, kernel=PSF(kind="weak").kernel(4), phase=2).stem == "a_cave"
+    assert find_weights(31, 3, 4, folder=tmp_path).stem == "a_cave"

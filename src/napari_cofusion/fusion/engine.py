@@ -210,6 +210,8 @@ def plan_fusion(
         raise CubeError(f"decimation phase {ph!r} must be a whole number in [0, {scale}) at ×{scale}")
     ph = int(ph)
     kernel = psf_obj.kernel(scale)
+    if m.choose_weights is not None and options.get("model") is None and options.get("weights") is None:
+        options = {**options, "weights": m.choose_weights(lr, msi, scale, kernel, ph)}
     if m.defaults is not None and options.get("model") is None:
         _warn_if_trained_for_another_psf(m, lr, msi, scale, options, psf_obj, ph)
     mode = m.consistency if consistency is None else consistency

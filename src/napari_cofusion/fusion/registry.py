@@ -47,6 +47,10 @@ class FusionMethod:
     #: before any block, to make the scene-wide choices (glp-hs's regression) that every block
     #: must share; what it returns is passed to ``run`` and recorded in the result's metadata
     prepare: Callable[..., dict[str, Any]] | None = None
+    #: ``choose_weights(lr, msi, scale, kernel, phase) -> name``: for learned methods called
+    #: without ``weights=``/``model=``, the shipped weights for the pair's bands, scale and PSF
+    #: (``fuse`` passes the name on as ``weights=``, so the run, its record and its checks agree)
+    choose_weights: Callable[..., str] | None = None
 
 
 _REGISTRY: dict[str, FusionMethod] = {}

@@ -22,7 +22,7 @@ from napari_cofusion.learn.device import keep_freed_memory, resolve_device
 from napari_cofusion.learn.infer import forward
 from napari_cofusion.learn.models import ARCHITECTURES
 from napari_cofusion.learn.train import classical_base
-from napari_cofusion.learn.weights import load_weights, resolve_weights
+from napari_cofusion.learn.weights import find_weights, load_weights, resolve_weights
 
 __all__ = ["load_model_for", "run_model"]
 
@@ -136,6 +136,14 @@ def _defaults(lr, msi, scale: int, options: dict[str, Any], architecture: str = 
             "phase": (card.get("config") or {}).get("phase")}
 
 
+def _chooser_for(architecture: str):
+    def choose(lr, msi, scale: int, kernel, phase: int) -> str:
+        """The shipped ``architecture`` weights for the pair's bands, scale and PSF."""
+        return find_weights(lr.bands, msi.bands, scale, architecture=architecture, kernel=kernel, phase=phase).stem
+
+    return choose
+
+
 def _provenance_for(architecture: str):
     def provenance(lr, msi, scale: int, options: dict[str, Any]) -> dict[str, Any]:
         """Which weights file the method used (a model instance has none)."""
@@ -148,8 +156,10 @@ def _provenance_for(architecture: str):
 
 register(FusionMethod("cofusion", "CoFusion network (weights from weights/ or a .safetensors file)", _cofusion,
                       needs_weights=True, defaults=_defaults_for("cofusion"), consistency="auto",
+                      choose_weights=_chooser_for("cofusion"),
                       provenance=_provenance_for("cofusion"), reach=_reach, bytes_per_pixel=_bytes_per_pixel))
 register(FusionMethod("csakd", "CSAKD student distilled from CoFusion: the fast learned method (weights from "
                       "weights/ or a .safetensors file)", _csakd, needs_weights=True, defaults=_defaults_for("csakd"),
+                      choose_weights=_chooser_for("csakd"),
                       consistency="auto", provenance=_provenance_for("csakd"), reach=_student_reach,
                       bytes_per_pixel=_student_bytes_per_pixel))

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -162,15 +163,36 @@ def list_weights(folder: str | os.PathLike | None = None) -> list[Path]:
     return sorted(p for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
 
 
+def _trained_for(card: dict[str, Any], scale: int, kernel: Any, phase: int | None) -> bool:
+    """Whether the card's PSF (and phase) are the pair's: the same kernel, the same phase."""
+    from napari_cofusion.degrade.simulate import PSF, default_phase
+
+    psf = card.get("psf")
+    try:
+        obj = PSF.parse({"kind": psf} if isinstance(psf, str) else psf)
+        k = obj.kernel(scale)
+    except (CubeError, TypeError, ValueError):
+        return False
+    want = np.asarray(kernel, dtype=np.float64)
+    ph = (card.get("config") or {}).get("phase")
+    ph = default_phase(obj, scale) if ph is None else int(ph)
+    return k.shape == want.shape and bool(np.allclose(k, want, atol=1e-6)) and (phase is None or ph == int(phase))
+
+
 def find_weights(hs_bands: int, ms_bands: int, scale: int, folder: str | os.PathLike | None = None,
-                 architecture: str = "cofusion") -> Path:
-    """The shipped weights of ``architecture`` whose card matches the band counts and scale."""
+                 architecture: str = "cofusion", kernel: Any = None, phase: int | None = None) -> Path:
+    """The shipped weights of ``architecture`` whose card matches the band counts and scale; with
+    the pair's PSF ``kernel`` (and ``phase``), the ones trained for that PSF when there are
+    (``cofusion_dhif_x4`` for a dhif pair), else the first by name."""
     found = []
     listed = [(p, read_card(p)) for p in list_weights(folder)]
     for p, c in listed:
         if c["architecture"] == architecture and (c.get("hs_bands"), c.get("ms_bands"), c.get("scale")) == (
                 hs_bands, ms_bands, scale):
             found.append(p)
+    if found and kernel is not None:
+        same = [p for p in found if _trained_for(read_card(p), scale, kernel, phase)]
+        found = same or found
     if not found:
         have = ", ".join(
             f"{p.stem} ({c['architecture']}, {c.get('hs_bands')} HS / {c.get('ms_bands')} MS bands, ×{c.get('scale')})"
