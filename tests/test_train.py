@@ -148,6 +148,10 @@ def test_train_init_from_other_scale_weights_on_the_dhif_protocol(tmp_path, shar
     card = json.loads((tmp_path / "w.json").read_text())
     assert card["protocol"] == "dhif-x4" and card["psf"] == "dhif" and card["scale"] == 4
     assert card["init"]["weights"] == "cofusion_cave_x4.safetensors" and card["init"]["protocol"] == "cave-x4"
+    # from other weights the start is validated too, and the kept state is the best output with the step
+    assert card["training"]["select"] == "consistency" and card["training"]["val_start"] is True
+    assert card["validation"]["step"] in (0, 1) and "score" in card["validation"]
+    assert card["validation"]["score"] == pytest.approx(card["validation_consistency"]["psnr"], abs=1e-6)
     pair = simulate_pair(bundled_reference(), protocol="dhif-x4")
     lr = pair.lr.with_data(pair.lr.data, meta={})  # no recipe: the card's PSF decides
     with warnings.catch_warnings(record=True) as caught:

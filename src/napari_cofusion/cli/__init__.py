@@ -285,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="no dihedral variants of the scenes")
+    t.add_argument("--select", choices=["network", "consistency"], default=None,
+                   help="keep the state whose validation is best for the network alone, or with fuse's default "
+                        "consistency step (what users get); default: consistency with --init, else network")
+    t.add_argument("--val-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="validate the starting state too, and keep it when no step beats it (default: with --init)")
     t.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="start from these CoFusion weights (name or path), trained at any scale or PSF, e.g. "
                         "cofusion_cave_x4 for a x2 or dhif protocol (the card records it)")

@@ -46,6 +46,9 @@ def train_loop(tag: str, loop: Iterator[Any], log_every: int) -> Any:
                     msg = f"[{tag}] step {item.step}/{item.total} loss {item.loss:.5f} lr {item.lr:.2e} {item.elapsed:.0f} s"
                     if item.val:
                         msg += f" | val PSNR {item.val['psnr']:.3f} SAM {item.val['sam']:.3f}"
+                        kept = getattr(item, "best_val", None)
+                        if kept and "score" in kept:
+                            msg += f" (kept: step {kept['step']}, {kept['score']:.3f} dB with the step)"
                     print(msg, flush=True)
         except KeyboardInterrupt:
             loop.close()

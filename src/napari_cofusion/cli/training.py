@@ -23,7 +23,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(f"[train] {len(tr)} training and {len(va)} validation scenes, {a.protocol}, {threads} threads", flush=True)
     t0 = time.perf_counter()
     cfg = train_folder.training_config(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, seed=a.seed,
-                                       val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup)
+                                       val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup,
+                                       select=a.select or ("consistency" if a.init else "network"),
+                                       val_start=bool(a.init) if a.val_start is None else a.val_start)
     run = train_folder.prepare(a.data, tr, va, a.protocol, cfg, crop=a.crop, augment=a.augment, workers=a.workers,
                                base=a.base, depths=a.depths, init=a.init)
     print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(run.train_scenes)} with augmentation)",

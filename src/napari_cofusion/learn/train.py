@@ -55,6 +55,12 @@ class TrainConfig:
     val_every: int = 500
     ckpt_every: int = 250
     augment: bool = True
+    #: which validation picks the kept state: "network" (the network alone) or "consistency" (with
+    #: fuse's default data-consistency step: what a user gets; a fine-tune from other weights can
+    #: raise the first and lower the second)
+    select: str = "network"
+    #: validate the starting state too (a run from other weights keeps it when no step beats it)
+    val_start: bool = False
 
     def __post_init__(self) -> None:
         """Refuse settings that would run something else than asked (0 steps, a negative rate)."""
@@ -62,6 +68,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CubeError(f"training: {name} = {v!r} must be a whole number, 1 or more")
+        if self.select not in ("network", "consistency"):
+            raise CubeError(f"training: select = {self.select!r} must be network or consistency")
         for name in ("warmup", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -295,7 +303,24 @@ def train(
             save_checkpoint(folder, model, opt, {"step": step, "best_val": best, "elapsed": time.perf_counter() - t0,
                                                  "train_config": asdict(cfg)})
 
+    def consider(val: dict[str, float]) -> None:
+        """Keep the model's state when ``val`` (and, with ``select="consistency"``, the output with
+        the step, measured here) beats the best so far."""
+        nonlocal best, best_state
+        score = validate(model, val_scenes, consistency="auto")["psnr"] if cfg.select == "consistency" else val["psnr"]
+        if best is None or score > best.get("score", best["psnr"]):
+            best = dict(val, step=step, **({"score": score} if cfg.select == "consistency" else {}))
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if folder:
+                from safetensors.torch import save_file
+
+                save_file({k: v.cpu().contiguous() for k, v in best_state.items()}, str(folder / "best.safetensors"))
+
     try:
+        if cfg.val_start and step == 0 and val_scenes:
+            val = validate(model, val_scenes)
+            consider(val)
+            yield Progress(0, cfg.steps, float("nan"), 0.0, time.perf_counter() - t0, val, best, done=False)
         while step < cfg.steps:
             lr_now = _lr_at(step, cfg)
             for grp in opt.param_groups:
@@ -317,14 +342,7 @@ def train(
             val = None
             if val_scenes and (step % cfg.val_every == 0 or step == cfg.steps):
                 val = validate(model, val_scenes)
-                if best is None or val["psnr"] > best["psnr"]:
-                    best = dict(val, step=step)
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if folder:
-                        from safetensors.torch import save_file
-
-                        save_file({k: v.cpu().contiguous() for k, v in best_state.items()},
-                                  str(folder / "best.safetensors"))
+                consider(val)
             if folder and step % cfg.ckpt_every == 0:
                 checkpoint()
             yield Progress(step, cfg.steps, loss_val, lr_now, time.perf_counter() - t0, val, best,
