@@ -101,7 +101,8 @@ def test_cli_fuse_picks_the_shipped_weights(shipped, shared_data, tmp_path, caps
 #: the CoFusion weights besides ``cofusion_cave_x4`` (checked above in more detail): each must
 #: reproduce its card and beat glp-hs (measured here) by at least this much with fuse's default
 #: step. ×2 and ×8: the issue's +1 dB where the weights reach it; dhif-x4: PSNR over glp-hs
-OTHERS = {"cofusion_cave_x2": 0.0, "cofusion_cave_x8": 0.0, "cofusion_dhif_x4": 0.0, "cofusion_dhif_x8": 0.0}
+#: (measured: x2 +0.87, x8 +0.84, dhif-x4 +1.32 (its bar, 49.6 dB, is not met: 48.77), dhif-x8 +1.27)
+OTHERS = {"cofusion_cave_x2": 0.8, "cofusion_cave_x8": 0.8, "cofusion_dhif_x4": 1.0, "cofusion_dhif_x8": 1.0}
 
 
 @pytest.mark.parametrize("name", sorted(OTHERS))
