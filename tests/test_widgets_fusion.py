@@ -119,6 +119,12 @@ def test_simulate_then_run_baseline(make_napari_viewer, qtbot, cave_val_ref):
     assert dc.name == "glp-hs fused [2]" and dc.metadata["consistency"]["applied"]
     assert "projected onto the observations" in w.status_label.text()
     assert metrics.psnr(dc.data, cave_val_ref.data) > metrics.psnr(out.data, cave_val_ref.data)
+    # the dhif PSF from the panel: its protocol's phase, and the LRHSI (the same layer, replaced) drawn
+    # between HR pixels
+    w.psf_combo.setCurrentText("dhif")
+    lr2, _msi2, _ref2 = w.simulate()
+    assert lr2.metadata["recipe"]["psf"] == {"kind": "dhif"} and lr2.metadata["recipe"]["phase"] == 1
+    assert tuple(lr2.translate) == (0, 1.5, 1.5)
 
 
 def test_state_events_drive_the_panels(make_napari_viewer, qtbot):

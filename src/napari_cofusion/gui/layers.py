@@ -41,11 +41,11 @@ def add_cube(viewer: "napari.Viewer", cube: Cube, **kwargs):
     """Add (or replace, by name) a cube layer with rgb=False and the cube's metadata. A new layer
     gets its place in the world frame and the display defaults (1–99 % contrast, so a fused
     result in [0, 1] does not open black) from :mod:`napari_cofusion.gui.scene` as it is inserted;
-    a replaced layer's contrast follows its new data."""
+    a replaced layer's contrast follows its new data, and its place its new recipe."""
     from napari_cofusion.core.display import percentile_limits
     from napari_cofusion.gui.scene import install
 
-    install(viewer)  # placed in the viewer's world frame, with the display defaults
+    scene = install(viewer)  # placed in the viewer's world frame, with the display defaults
     data, kw, _ = cube.to_layer_data()
     kw.update(kwargs)
     name = kw.get("name", cube.name)
@@ -54,6 +54,7 @@ def add_cube(viewer: "napari.Viewer", cube: Cube, **kwargs):
         layer.data = data
         layer.metadata.update(kw.get("metadata", {}))
         layer.contrast_limits = kw.get("contrast_limits") or percentile_limits(data)
+        scene.arrange(fit=False)  # the new recipe may put the samples elsewhere (another phase or PSF)
         return layer
     return viewer.add_image(data, **kw)
 

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 
 from napari_cofusion.core import metrics
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.degrade.simulate import PSF, infer_scale
+from napari_cofusion.degrade.simulate import PSF, default_phase, infer_scale
 from napari_cofusion.gui.base import ErrorLabel, LayerListWatcher, PlotPanel, cube_layer_names, layer_by_name, refill_combo, same_layer, scrollable
 from napari_cofusion.gui.layers import cube_layers, layer_cube, layer_wavelengths
 
@@ -31,7 +31,7 @@ __all__ = ["QualityWidget", "sam_layer_name", "fused_layers", "FULL_REFERENCE_RO
 FULL_REFERENCE_ROWS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("sam", "SAM (°)"), ("ergas", "ERGAS"),
                        ("rmse", "RMSE"), ("cc", "CC"))
 NO_REFERENCE_ROWS = (("d_lambda", "D_λ"), ("d_s", "D_s"), ("qnr", "QNR"))
-PSF_PRESETS = ("weak", "wald")
+PSF_PRESETS = ("weak", "wald", "dhif")
 
 
 def sam_layer_name(fused: str, ref: str) -> str:
@@ -289,8 +289,9 @@ class QualityWidget(QWidget):
         z, l, m = layer_cube(fused), layer_cube(lr), layer_cube(ms)
         s = self.scale()
         recipe = lr.metadata.get("recipe") or {}
-        phase = recipe.get("phase") if recipe.get("scale") == s else None
-        kernel = PSF.parse(self.psf_combo.currentText()).kernel(s)
+        psf = PSF.parse(self.psf_combo.currentText())
+        phase = recipe.get("phase") if recipe.get("scale") == s else default_phase(psf, s)
+        kernel = psf.kernel(s)
         res = metrics.no_reference(z, l, m, kernel, s, phase=phase)
         self.psnr_per_band = self.psnr_x = None
         self._plot_title = ""

@@ -30,7 +30,9 @@ class SimulatePanel(QGroupBox):
         # the recipe is a plain form: magicgui builds it (and its labels); the panel reads its values
         self.form = Container(widgets=[
             SpinBox(name="scale", label="Scale", min=2, max=64, value=4),
-            ComboBox(name="psf", label="PSF", choices=["weak", "wald"], value="weak"),
+            ComboBox(name="psf", label="PSF", choices=["weak", "wald", "dhif"], value="weak",
+                     tooltip="weak: 3×3 σ 0.5; wald: FWHM = scale; dhif: the s×s Gaussian of the dhif protocols, "
+                             "samples between HR pixels (PROTOCOL.md)"),
             ComboBox(name="srf", label="SRF", choices=srf_presets(), value=srf_presets()[0]),
             FloatSpinBox(name="snr", label="SNR", min=0.0, max=100.0, step=5.0, value=0.0,
                          tooltip="noise added to both images, as a signal-to-noise ratio; 0: no noise"),
