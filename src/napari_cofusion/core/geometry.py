@@ -76,9 +76,9 @@ def sample_centre(scale: int, recipe: Mapping[str, Any] | None = None, estimate:
 
     phase, source = _chosen_phase(scale, recipe, estimate)
     kernel = None
-    if source is not None and source is recipe and kernel_of is not None:
-        kernel = kernel_of(recipe)
-    elif source is not None and source is estimate:
+    if source is not None and source is recipe:
+        kernel = kernel_of(recipe) if kernel_of is not None else None
+    elif source is not None:  # the estimate
         kernel = estimate.get("kernel") if isinstance(estimate, Mapping) else getattr(estimate, "kernel", None)
     return float(phase) + (sample_offset(kernel)[0] if kernel is not None else 0.0)
 

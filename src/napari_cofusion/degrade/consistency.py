@@ -128,14 +128,15 @@ def _lr_op(x: torch.Tensor, kernel: np.ndarray, scale: int, phase: int, hw: tupl
     return ops.degrade(x, kernel, scale, phase)[..., : hw[0], : hw[1]]
 
 
-def spread_kernel(scale: int, offset: float = 0.0) -> np.ndarray:
+def spread_kernel(scale: int, offset: float = 0.0, wide: bool | None = None) -> np.ndarray:
     """The 1-D Gaussian (peak 1, sigma ``SPREAD_SIGMA_PER_SCALE · scale``) whose outer product
     spreads each LR correction over the HR pixels around its sample. ``offset``: the sample lies
     that far (in HR pixels, |offset| < 1) after the pixel its index points at
     (:func:`~napari_cofusion.core.ops.sample_offset`, 1/2 for the ``dhif`` PSF): the taps are
-    centred there, one longer on each side, and the middle tap still marks the pixel."""
+    centred there, one longer on each side (``wide``, default: when there is an offset), and the
+    middle tap still marks the pixel."""
     sigma = SPREAD_SIGMA_PER_SCALE * scale
-    r = int(np.ceil(3 * sigma)) + (1 if offset else 0)
+    r = int(np.ceil(3 * sigma)) + (1 if (bool(offset) if wide is None else wide) else 0)
     return np.exp(-0.5 * ((np.arange(-r, r + 1) - offset) / sigma) ** 2)
 
 
@@ -244,11 +245,8 @@ def project_observations(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel:
         raise CubeError(f"the SRF is {R.shape[0]}×{R.shape[1]} but the pair has {msi.shape[0]} MS and {C} HS bands")
     out = np.array(z, dtype=np.float32, copy=True)
     bands = max(1, min(C, _CHUNK_ELEMENTS // (H * W)))
-    oy, ox = ops.sample_offset(kernel)
-    g = tuple(torch.from_numpy(spread_kernel(scale, o)).float() for o in (oy, ox)) if (oy or ox) else \
-        torch.from_numpy(spread_kernel(scale)).float()
-    if isinstance(g, tuple) and g[0].shape != g[1].shape:  # one axis half a pixel off, the other not
-        g = tuple(F.pad(t, (1, 1)) if t.shape[0] < max(g[0].shape[0], g[1].shape[0]) else t for t in g)
+    offsets = ops.sample_offset(kernel)  # (rows, columns); both kernels as long as the wider one
+    g = tuple(torch.from_numpy(spread_kernel(scale, o, wide=any(offsets))).float() for o in offsets)
     amp = torch.from_numpy(np.ascontiguousarray(edge_weight(msi) if amp is None else amp, dtype=np.float32))
     with torch.inference_mode():
         for _ in range(iters):

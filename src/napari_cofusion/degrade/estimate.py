@@ -35,7 +35,7 @@ from scipy.optimize import nnls
 from napari_cofusion.core import ops
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
-from napari_cofusion.degrade.simulate import PSF, half_gaussian_kernel, infer_scale
+from napari_cofusion.degrade.simulate import PSF, default_phase, half_gaussian_kernel, infer_scale
 
 __all__ = ["Degradation", "estimate_degradation", "estimate_doubts", "fit_srf", "srf_residual", "DOUBTFUL_RESIDUAL",
            "EDGE_FRACTION"]
@@ -244,7 +244,7 @@ def estimate_degradation(
     def fit(kernel: np.ndarray, ph: int) -> tuple[np.ndarray, float]:
         m = _degrade(ms_a, kernel, s, ph, (h, w))
         if R_fixed is not None:
-            return R_fixed, srf_residual(lr64, ms_a, R_fixed, kernel, s, ph)
+            return R_fixed, srf_misfit(lr64, m, R_fixed)
         return solver.fit(m)
 
     search: dict[str, Any] = {}
@@ -289,13 +289,14 @@ def estimate_degradation(
     R, res = fit(kernel, ph)
     psf_json: dict[str, Any] = {"kind": "gaussian", "size": int(kernel.shape[0]) - (1 if half else 0),
                                 "sigma": round(sigma, 5), **({"half": True} if half else {})}
-    if s % 2 == 0 and (phase is None or int(phase) == s // 2 - 1):
+    d_ph = default_phase("dhif", s)
+    if s % 2 == 0 and (phase is None or int(phase) == d_ph):
         # the dhif protocols' s×s kernel (a truncated Gaussian no member of the family equals)
         dk = PSF(kind="dhif").kernel(s)
-        dR, dres = fit(dk, s // 2 - 1)
+        dR, dres = fit(dk, d_ph)
         search["dhif"] = float(dres)
         if dres < res:
-            kernel, R, res, ph, sigma, psf_json = dk, dR, dres, s // 2 - 1, 2.0, {"kind": "dhif"}
+            kernel, R, res, ph, sigma, psf_json = dk, dR, dres, d_ph, 2.0, {"kind": "dhif"}
     if free_kernel:
         size = int(free_kernel)
         if size < 1 or size % 2 == 0:

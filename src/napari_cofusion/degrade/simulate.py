@@ -172,9 +172,7 @@ def dhif_kernel(scale: int, sigma: float = 2.0) -> np.ndarray:
     ``exp(-(i - (s-1)/2)² / (2σ²))``, i = 0…s-1, normalised, as the odd
     :func:`~napari_cofusion.core.ops.half_pixel_kernel` of size s + 1."""
     s = int(scale)
-    t = np.exp(-((np.arange(s) - (s - 1) / 2.0) ** 2) / (2.0 * float(sigma) ** 2))
-    k = np.outer(t, t)
-    return ops.half_pixel_kernel(k / k.sum()) if s % 2 == 0 else k / k.sum()
+    return half_gaussian_kernel(sigma, s) if s % 2 == 0 else ops.gaussian_kernel(s, float(sigma))
 
 
 def half_gaussian_kernel(sigma: float, size: int | None = None) -> np.ndarray:
@@ -287,7 +285,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     **{f"cave-x{s}": {"scale": s, "psf": "weak", "srf": "nikon-d700"} for s in (2, 4, 8)},
     **{f"cave-wald-x{s}": {"scale": s, "psf": "wald", "srf": "nikon-d700"} for s in (2, 4, 8)},
     # the DHIF-Net / SFNO protocol: s×s Gaussian (sigma 2) kept at s//2 - 1, samples centred at s·i + (s-1)/2
-    **{f"dhif-x{s}": {"scale": s, "psf": "dhif", "srf": "nikon-d700", "phase": s // 2 - 1} for s in (4, 8)},
+    **{f"dhif-x{s}": {"scale": s, "psf": "dhif", "srf": "nikon-d700", "phase": default_phase("dhif", s)} for s in (4, 8)},
 }
 
 

@@ -233,12 +233,9 @@ def init_from(weights: "str | os.PathLike", C: int, c: int, scale: int) -> tuple
     from dataclasses import replace
 
     from napari_cofusion.fusion.pair import check_fits
-    from napari_cofusion.learn.weights import load_weights, resolve_weights, shipped_weights_dir
+    from napari_cofusion.learn.weights import load_weights, resolve_weights
 
-    p = Path(weights)
-    if not (p.suffix == ".safetensors" or p.exists() or p.with_suffix(".safetensors").exists()):
-        p = shipped_weights_dir() / f"{weights}.safetensors"
-    path = resolve_weights(str(p), C, c, scale)
+    path = resolve_weights(weights, C, c, scale)
     src, card = load_weights(path)
     if card.get("architecture") != "cofusion":
         raise CubeError(f"--init {path.stem}: a {card.get('architecture')} model, not CoFusion")
