@@ -1,6 +1,7 @@
 """The CSAKD student (learn/models/csakd.py) and its distillation (learn/distill.py): shapes, the
-untrained student returning its base, blocks equal to the whole frame with the method's reach,
-the joint loss, a short distillation that lowers it, and the method in the registry."""
+blocks equal to the whole frame with the method's reach,
+the joint loss, a short distillation that lowers it, and the method in the registry (the untrained
+student returning its base and checking its input: tests/test_networks.py)."""
 
 from __future__ import annotations
 
@@ -32,16 +33,6 @@ def test_shapes_any_bands_and_scale(hs, ms, scale, h, w):
     out = m(lr, msi, torch.rand(2, hs, h * scale, w * scale))
     assert out.shape == (2, hs, h * scale, w * scale) and torch.isfinite(out).all()
     assert m(lr, msi).shape == out.shape  # without a base: the phase-aware bicubic
-
-
-def test_untrained_student_returns_its_base_and_checks_its_input():
-    m = CSAKDStudent(CSAKDConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL)).eval()
-    lr, msi, base = torch.rand(1, 6, 8, 8), torch.rand(1, 3, 32, 32), torch.rand(1, 6, 32, 32)
-    assert torch.equal(m(lr, msi, base), base)
-    with pytest.raises(ValueError, match="expects 6 HS and 3 MS bands"):
-        m(torch.rand(1, 7, 8, 8), msi, None)
-    with pytest.raises(ValueError, match="is not ×4"):
-        m(lr, torch.rand(1, 3, 30, 32), None)
 
 
 def test_config_is_checked_and_round_trips():

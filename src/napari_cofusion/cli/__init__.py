@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a dask.distributed scheduler address tcp://HOST:PORT")
     f.add_argument("--workers", type=int, default=None,
                    help="dask workers on this machine (threads for a scene's blocks, processes for --pairs)")
-    f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion | csakd (see --list-methods)")
+    f.add_argument("--method", default="glp-hs", help="bicubic | glp-hs | cofusion | csakd | hyfusion | s3rnet | ... (see --list-methods)")
     f.add_argument("--list-methods", action=_ListMethods, help="list the fusion methods and exit")
     f.add_argument("--weights", default=None, help="weights name in weights/ or a .safetensors path (learned methods)")
     f.add_argument("--psf", default=None, help="PSF relating LR to HR (default: recipe.json beside --lr, else weak): "
@@ -279,11 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help=JSON_HELP)
     e.set_defaults(func=_cmd_evaluate)
 
-    t = sub.add_parser("train", help="train CoFusion on CAVE-style scenes under a protocol")
+    t = sub.add_parser("train", help="train CoFusion (or HyFusion, S3RNet) on CAVE-style scenes under a protocol")
     _scene_folder_args(t, protocols, 2000, 64, 1e-4,
                        "peak learning rate (1e-4 trains the full model; larger ones sat at the base, docs/model.md)")
     t.add_argument("--base", default="glp-hs", choices=["glp-hs", "bicubic"], help="global residual of the network")
-    t.add_argument("--depths", type=int, nargs=3, default=None, help="blocks per level (full, 1/2, 1/4)")
+    t.add_argument("--architecture", default="cofusion", choices=["cofusion", "hyfusion", "s3rnet"],
+                   help="the network to train (docs/model.md)")
+    t.add_argument("--config", default=None, metavar="JSON",
+                   help="configuration fields of a new network, e.g. '{\"width\": 32}' (docs/model.md)")
+    t.add_argument("--depths", type=int, nargs=3, default=None, help="CoFusion's blocks per level (full, 1/2, 1/4)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="no dihedral variants of the scenes")
     t.add_argument("--select", choices=["network", "consistency"], default=None,
                    help="keep the state whose validation is best for the network alone, or with fuse's default "

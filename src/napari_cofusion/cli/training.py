@@ -10,7 +10,9 @@ from napari_cofusion.core.errors import CubeError
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    """Train CoFusion on CAVE-style scene folders under a named protocol; write weights + card."""
+    """Train a network (CoFusion, HyFusion, S³RNet) on CAVE-style scene folders under a named
+    protocol; write weights + card."""
+    import json
     import time
 
     from napari_cofusion.learn import train_folder
@@ -26,11 +28,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
                                        val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup,
                                        select=a.select or ("consistency" if a.init else "network"),
                                        val_start=bool(a.init) if a.val_start is None else a.val_start)
+    try:
+        options = json.loads(a.config) if a.config else None
+    except json.JSONDecodeError as exc:
+        raise CubeError(f"--config is not JSON: {exc}") from None
+    if options is not None and not isinstance(options, dict):
+        raise CubeError(f"--config must be a JSON object of configuration fields, got {a.config!r}")
     run = train_folder.prepare(a.data, tr, va, a.protocol, cfg, crop=a.crop, augment=a.augment, workers=a.workers,
-                               base=a.base, depths=a.depths, init=a.init)
+                               base=a.base, depths=a.depths, init=a.init, architecture=a.architecture,
+                               options=options)
     print(f"[train] scenes ready in {time.perf_counter() - t0:.0f} s ({len(run.train_scenes)} with augmentation)",
           flush=True)
-    print(f"[train] CoFusion {run.model.n_params():,} parameters; {run.config}", flush=True)
+    print(f"[train] {type(run.model).__name__} {run.model.n_params():,} parameters; {run.config}", flush=True)
     dev_name = device_name(device)
     print(f"[train] device: {dev_name}", flush=True)
     last = _train_loop("train", run.loop(a.ckpt_dir, a.resume, device), a.log_every)

@@ -1,5 +1,5 @@
-"""The learned models as fusion methods, registered on import: CoFusion (``method="cofusion"``)
-and its distilled CSAKD student (``method="csakd"``).
+"""The learned models as fusion methods, registered on import: CoFusion (``method="cofusion"``),
+its distilled CSAKD student (``method="csakd"``), HyFusion (``"hyfusion"``) and S³RNet (``"s3rnet"``).
 
 :mod:`napari_cofusion.api` imports this module explicitly; nothing imports it lazily.
 """
@@ -81,6 +81,8 @@ def _runner(architecture: str):
 
 _cofusion = _runner("cofusion")
 _csakd = _runner("csakd")
+_hyfusion = _runner("hyfusion")
+_s3rnet = _runner("s3rnet")
 
 
 #: HR pixels of context the network gets around every block (its receptive field is wider, but the
@@ -93,12 +95,22 @@ NETWORK_CONTEXT = 32
 STUDENT_CONTEXT_LR = 8
 
 
+#: LR pixels of context HyFusion and S³RNet get around every block: two attention windows (HyFusion's
+#: partition follows the block, so its blocks differ from the whole frame by a little anywhere;
+#: tests/test_networks.py measures both against the whole frame)
+LR_NET_CONTEXT = 16
+
+
 def _reach(scale: int, kernel: Any) -> int:
     return NETWORK_CONTEXT + glp_hs_reach(scale, kernel, radius=2)  # its base: the fixed radius-2 glp-hs
 
 
 def _student_reach(scale: int, kernel: Any) -> int:
     return STUDENT_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
+
+
+def _lr_net_reach(scale: int, kernel: Any) -> int:
+    return LR_NET_CONTEXT * scale + glp_hs_reach(scale, kernel, radius=2)
 
 
 def _bytes_per_pixel(C: int, c: int) -> float:
@@ -163,3 +175,11 @@ register(FusionMethod("csakd", "CSAKD student distilled from CoFusion: the fast 
                       choose_weights=_chooser_for("csakd"),
                       consistency="auto", provenance=_provenance_for("csakd"), reach=_student_reach,
                       bytes_per_pixel=_student_bytes_per_pixel))
+for _name, _run, _text in (
+        ("hyfusion", _hyfusion, "HyFusion: shifted-window attention blocks over a quasi-fused draft and a dual-coupled "
+                                "spatial/spectral network (weights from weights/ or a .safetensors file)"),
+        ("s3rnet", _s3rnet, "S3RNet: multi-branch fusion with sparse sigmoid attention weights and dense blocks "
+                            "(weights from weights/ or a .safetensors file)")):
+    register(FusionMethod(_name, _text, _run, needs_weights=True, defaults=_defaults_for(_name),
+                          choose_weights=_chooser_for(_name), consistency="auto", provenance=_provenance_for(_name),
+                          reach=_lr_net_reach, bytes_per_pixel=_student_bytes_per_pixel))

@@ -32,7 +32,7 @@ from napari_cofusion.core.metrics import full_reference
 from napari_cofusion.degrade.simulate import protocol_recipe, simulate_pair
 from napari_cofusion.fusion import classical as _classical  # noqa: F401  (registers glp-hs, the baseline)
 from napari_cofusion.fusion.engine import fuse
-from napari_cofusion.learn.models import CoFusion, CoFusionConfig
+from napari_cofusion.learn.models import ARCHITECTURES, SUPERVISED, CoFusion
 from napari_cofusion.learn.train import Progress, Scene, TrainConfig, make_scene, train, validate
 from napari_cofusion.learn.weights import make_card, save_weights
 
@@ -199,14 +199,25 @@ def simulate_scenes(train_paths: Sequence[Path], val_paths: Sequence[Path], prot
 def prepare(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Sequence[Path], protocol: str,
             config: TrainConfig, *, crop: int | None = None, augment: bool = True, workers: int | None = 1,
             base: str = "glp-hs", depths: Sequence[int] | None = None,
-            init: "str | os.PathLike | None" = None) -> FolderTraining:
+            init: "str | os.PathLike | None" = None, architecture: str = "cofusion",
+            options: dict[str, Any] | None = None) -> FolderTraining:
     """Simulate the scenes (the 8 dihedral variants of each training reference with ``augment``)
-    in ``workers`` processes, measure glp-hs on the validation scenes, and build a new CoFusion
-    with the network's global residual ``base`` and ``depths`` (blocks per level), or (``init``)
-    one that starts from CoFusion weights trained at another scale or PSF (:func:`init_from`)."""
+    in ``workers`` processes, measure glp-hs on the validation scenes, and build a new network of
+    ``architecture`` (one of :data:`~napari_cofusion.learn.models.SUPERVISED`) with the global
+    residual ``base``, CoFusion's ``depths`` (blocks per level) and further config ``options``, or
+    (``init``) a CoFusion that starts from CoFusion weights trained at another scale or PSF
+    (:func:`init_from`)."""
     scale = protocol_recipe(protocol)["scale"]
-    if init is not None and depths:
-        raise CubeError("the depths come from the weights training starts from (--init): leave out --depths")
+    if architecture not in SUPERVISED:
+        raise CubeError(f"cannot train the architecture {architecture!r} on reference scenes "
+                        f"(choose {', '.join(SUPERVISED)}; CSAKD is distilled: the distill command)")
+    if init is not None and (depths or options):
+        raise CubeError("the configuration comes from the weights training starts from (--init): "
+                        "leave out --depths and --config")
+    if init is not None and architecture != "cofusion":
+        raise CubeError(f"--init starts a CoFusion from CoFusion weights; {architecture} trains from scratch")
+    if depths and architecture != "cofusion":
+        raise CubeError(f"--depths are CoFusion's blocks per level; {architecture} takes --config instead")
     train_scenes, val_scenes, baseline, baseline_dc = simulate_scenes(
         train_paths, val_paths, protocol, crop=crop, variants=DIHEDRAL if augment else ((0, False),), workers=workers,
         with_base=base == "glp-hs")
@@ -218,8 +229,11 @@ def prepare(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Seq
         if model.cfg.base != base:
             raise CubeError(f"the weights {extra['init']['weights']} refine a {model.cfg.base} base, not {base}")
     else:
-        model = CoFusion(CoFusionConfig(hs_bands=C, ms_bands=c, scale=scale, base=base,
-                                        **({"depths": tuple(depths)} if depths else {})))
+        cls, cfg_cls = ARCHITECTURES[architecture]
+        kw = {**(options or {}), "hs_bands": C, "ms_bands": c, "scale": scale, "base": base}
+        if depths:
+            kw["depths"] = list(depths)
+        model = cls(cfg_cls.from_json(kw))
     return FolderTraining(Path(root), protocol, list(train_paths), list(val_paths), augment, config, model,
                           train_scenes, val_scenes, read_cube(train_paths[0]).wavelengths, baseline, baseline_dc,
                           card_fields=extra)

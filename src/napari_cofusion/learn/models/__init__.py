@@ -7,10 +7,16 @@ from typing import Any
 from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.learn.models.cofusion import CoFusion, CoFusionConfig
 from napari_cofusion.learn.models.csakd import CSAKDConfig, CSAKDStudent
+from napari_cofusion.learn.models.hyfusion import HyFusion, HyFusionConfig
+from napari_cofusion.learn.models.s3rnet import S3RNet, S3RNetConfig
 
-__all__ = ["CoFusion", "CoFusionConfig", "CSAKDStudent", "CSAKDConfig", "build_model", "check_card", "ARCHITECTURES"]
+__all__ = ["CoFusion", "CoFusionConfig", "CSAKDStudent", "CSAKDConfig", "HyFusion", "HyFusionConfig", "S3RNet",
+           "S3RNetConfig", "build_model", "check_card", "ARCHITECTURES", "SUPERVISED"]
 
-ARCHITECTURES = {"cofusion": (CoFusion, CoFusionConfig), "csakd": (CSAKDStudent, CSAKDConfig)}
+ARCHITECTURES = {"cofusion": (CoFusion, CoFusionConfig), "csakd": (CSAKDStudent, CSAKDConfig),
+                 "hyfusion": (HyFusion, HyFusionConfig), "s3rnet": (S3RNet, S3RNetConfig)}
+#: the architectures ``train`` builds from scratch on reference scenes (CSAKD is distilled instead)
+SUPERVISED = ("cofusion", "hyfusion", "s3rnet")
 
 
 def build_model(card: dict[str, Any]):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from napari_cofusion.core import ops
 from napari_cofusion.core.errors import WeightsError
+from napari_cofusion.learn.models.lrgrid import check_inputs
 
 __all__ = ["CSAKDConfig", "CSAKDStudent", "DenseBlock", "CLRABlock", "CrossSelfAttention", "WindowMean", "HRBlock"]
 
@@ -247,12 +248,8 @@ class CSAKDStudent(nn.Module):
     def forward(self, lr: torch.Tensor, msi: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         s = cfg.scale
-        if lr.shape[1] != cfg.hs_bands or msi.shape[1] != cfg.ms_bands:
-            raise ValueError(f"model expects {cfg.hs_bands} HS and {cfg.ms_bands} MS bands, "
-                             f"got {lr.shape[1]} and {msi.shape[1]}")
+        check_inputs(cfg, lr, msi)
         H, W = msi.shape[-2:]
-        if (H, W) != (s * lr.shape[-2], s * lr.shape[-1]):
-            raise ValueError(f"HRMSI {H}×{W} is not ×{s} the LRHSI {lr.shape[-2]}×{lr.shape[-1]}")
         u = ops.upsample(lr, s, cfg.phase, out_size=(H, W)) if base is None else base
         a = self.joint_hr(F.pixel_unshuffle(torch.cat([u, msi], 1), s))
         b = self.joint_lr(torch.cat([lr, F.avg_pool2d(msi, s)], 1))

@@ -1,5 +1,6 @@
 """Layers shared by the networks: channel LayerNorm, a fast 'same' max-pool, depthwise
-convolution and the Haar DWT. One layer per class; shapes in the docstrings."""
+convolution, the Haar DWT and the head that takes LR-grid features to the HR correction. One
+layer per class; shapes in the docstrings."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LayerNorm2d", "MaxPoolSame", "DWConv", "HaarDWT"]
+__all__ = ["LayerNorm2d", "MaxPoolSame", "DWConv", "HaarDWT", "ShuffleHead"]
 
 
 class LayerNorm2d(nn.Module):
@@ -94,3 +95,22 @@ class HaarDWT(nn.Module):
         top = torch.stack([a + e, a - e], -1).reshape(b, d, h, 2 * w)  # x00, x01 interleaved
         bottom = torch.stack([c + f, c - f], -1).reshape(b, d, h, 2 * w)  # x10, x11
         return torch.stack([top, bottom], -2).reshape(b, d, 2 * h, 2 * w)
+
+
+class ShuffleHead(nn.Module):
+    """From LR-grid features to the HR correction: two 3×3 convolutions to ``k·s²`` channels, a
+    pixel shuffle to ``k`` channels per HR pixel, then with the HRMSI two 3×3 convolutions to the C
+    bands. The last convolution starts at zero, so an untrained network returns its base.
+    (B, D, h, w), (B, c, s·h, s·w) → (B, C, s·h, s·w)."""
+
+    def __init__(self, dim: int, hs_bands: int, ms_bands: int, scale: int, features: int, width: int) -> None:
+        super().__init__()
+        self.to_hr = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.LeakyReLU(0.2),
+                                   nn.Conv2d(dim, features * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.out = nn.Sequential(nn.Conv2d(features + ms_bands, width, 3, padding=1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(width, hs_bands, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, feats: torch.Tensor, msi: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([self.to_hr(feats), msi], 1))

@@ -1,0 +1,230 @@
+"""HyFusion and S³RNet (learn/models/hyfusion.py, s3rnet.py): shapes for any band counts and
+scales 2/4/8, the untrained network returning its base, the config checks and card round trip,
+the window partition, the sparse branch weights, a short training from the CLI that lowers the
+loss and writes a card, blocks against the whole frame, and the methods in the registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cofusion.core.errors import CubeError, WeightsError
+from napari_cofusion.learn.models import ARCHITECTURES, S3RNet, S3RNetConfig
+from napari_cofusion.learn.models.hyfusion import SpatialWindowAttention, SpectralWindowAttention, _unwindows, _windows
+from napari_cofusion.learn.weights import load_weights, make_card, save_weights
+
+SMALL = {"hyfusion": dict(width=16, heads=2, window=4, layers=2, draft_blocks=1, coupled=1, hr_features=4, hr_width=8),
+         "s3rnet": dict(width=16, growth=8, dense_layers=2, branch_blocks=1, fusion_blocks=1, hr_features=4,
+                        hr_width=8),
+         "csakd": dict(width=16, growth=8, dense=1, attn_dim=16, heads=2, window=3, hr_features=4, hr_width=8)}
+NETS = ("hyfusion", "s3rnet")
+
+
+def _net(name, **kw):
+    cls, cfg_cls = ARCHITECTURES[name]
+    return cls(cfg_cls(**{**SMALL[name], **kw}))
+
+
+def _perturb_head(model, seed=0, std=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in (model.head.out[-1], model.head.to_hr[-2]):
+            layer.weight.add_(torch.randn(layer.weight.shape, generator=g) * std)
+
+
+@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("hs,ms,scale,h,w", [(31, 3, 4, 8, 12), (6, 4, 2, 9, 7), (128, 1, 8, 5, 6), (2, 2, 4, 3, 13)])
+def test_shapes_any_bands_and_scale(name, hs, ms, scale, h, w):
+    m = _net(name, hs_bands=hs, ms_bands=ms, scale=scale).eval()
+    _perturb_head(m)
+    lr, msi = torch.rand(2, hs, h, w), torch.rand(2, ms, h * scale, w * scale)
+    base = torch.rand(2, hs, h * scale, w * scale)
+    with torch.no_grad():
+        out = m(lr, msi, base)
+    assert out.shape == (2, hs, h * scale, w * scale) and torch.isfinite(out).all()
+    assert float((out - base).abs().max()) > 0  # the head does something once it is not zero
+    assert m(lr, msi).shape == out.shape  # without a base: the phase-aware bicubic
+
+
+@pytest.mark.parametrize("name", (*NETS, "csakd"))
+def test_untrained_network_returns_its_base_and_checks_its_input(name):
+    m = _net(name, hs_bands=6, ms_bands=3, scale=4).eval()
+    lr, msi, base = torch.rand(1, 6, 8, 8), torch.rand(1, 3, 32, 32), torch.rand(1, 6, 32, 32)
+    assert torch.equal(m(lr, msi, base), base)
+    with pytest.raises(ValueError, match="expects 6 HS and 3 MS bands"):
+        m(torch.rand(1, 7, 8, 8), msi, None)
+    with pytest.raises(ValueError, match="is not ×4"):
+        m(lr, torch.rand(1, 3, 30, 32), None)
+
+
+def test_configs_are_checked_and_round_trip():
+    for name, bad_cases in (("hyfusion", (({"width": 18, "heads": 4}, "multiple of heads"), ({"window": 1}, "window"),
+                                          ({"layers": 0}, "layers"))),
+                            ("s3rnet", (({"dense_layers": 0}, "dense_layers"), ({"growth": True}, "growth")))):
+        cfg_cls = ARCHITECTURES[name][1]
+        cfg = cfg_cls(**SMALL[name])
+        assert cfg_cls.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+        for bad, match in (*bad_cases, ({"base": "x"}, "base"), ({"phase": 4}, "phase"), ({"depth": 3}, "unknown keys"),
+                           ({"residual_scale": 0}, "residual_scale"), ({"scale": 1}, "scale")):
+            with pytest.raises(WeightsError, match=match):
+                cfg_cls.from_json({**cfg.to_json(), **bad})
+        with pytest.raises(WeightsError, match="expected a JSON object"):
+            cfg_cls.from_json([1, 2])
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_saved_weights_load_into_the_same_network(name, tmp_path):
+    m = _net(name, hs_bands=5, ms_bands=2, scale=2).eval()
+    _perturb_head(m)
+    st, js = save_weights(m, tmp_path / name, make_card(m))
+    back, card = load_weights(st)
+    assert card["architecture"] == name and card["n_params"] == m.n_params()
+    assert type(back) is type(m) and card["config"] == m.cfg.to_json() == json.loads(open(js).read())["config"]
+    lr, msi = torch.rand(1, 5, 6, 6), torch.rand(1, 2, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(back(lr, msi), m(lr, msi))
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_window_partition_is_undone_and_masks_the_shift_padding(shift):
+    x = torch.rand(2, 5, 8, 12)
+    t, valid = _windows(x, 4, shift)
+    assert t.shape == (2, (3 if shift else 2) * (4 if shift else 3), 16, 5)
+    assert int(valid.sum()) == 8 * 12  # exactly the image's pixels are valid
+    torch.testing.assert_close(_unwindows(t, 4, shift, 8, 12), x)
+    # attention never mixes windows: changing one window leaves every other window's output alone
+    for attn in (SpatialWindowAttention(5 * 2, 2, 4), SpectralWindowAttention(5 * 2, 2, 4)):
+        tok = torch.rand(1, 6, 16, 10)
+        ok = torch.ones(1, 6, 16, dtype=torch.bool)
+        ok[:, 0, :3] = False
+        out = attn(tok, ok)
+        tok2 = tok.clone()
+        tok2[:, 1] += 1.0
+        tok2[:, 0, :3] = 7.0  # padding tokens: their values must not matter to the valid ones
+        out2 = attn(tok2, ok)
+        torch.testing.assert_close(out2[:, 2:], out[:, 2:])
+        torch.testing.assert_close(out2[:, 0, 3:], out[:, 0, 3:])
+
+
+def test_s3rnet_branch_weights_are_independent_sigmoids():
+    """SSAWB's weights are per pixel and channel in (0, 1), not a softmax over the branches (they
+    need not sum to one: a branch can be switched off everywhere, which keeps the sum sparse)."""
+    torch.manual_seed(0)
+    m = S3RNet(S3RNetConfig(hs_bands=6, ms_bands=3, scale=4, **SMALL["s3rnet"])).eval()
+    lr, msi = torch.rand(1, 6, 8, 8), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        feats = m.branches(lr, msi, torch.rand(1, 6, 32, 32))
+        w = torch.stack(m.fusion.weights(feats[0], feats))
+    assert w.shape == (4, 1, 16, 8, 8) and float(w.min()) > 0 and float(w.max()) < 1
+    assert float((w.sum(0) - 1).abs().max()) > 0.05
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_every_parameter_learns_and_the_loss_falls(name):
+    """From its zero head, every parameter gets a finite gradient within a few steps, and 60 AdamW
+    steps on one batch bring the training loss well down."""
+    from napari_cofusion.learn.train import fusion_loss
+
+    torch.manual_seed(0)
+    m = _net(name, hs_bands=6, ms_bands=3, scale=4)
+    lr, msi, base = torch.rand(2, 6, 8, 8), torch.rand(2, 3, 32, 32), torch.rand(2, 6, 32, 32)
+    ref = (base + 0.02 * msi.mean(1, keepdim=True)).clamp(0, 1)  # detail the HRMSI holds
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = fusion_loss(m(lr, msi, base), ref)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert not [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+                or float(p.grad.abs().max()) == 0]
+    assert losses[-1] < 0.7 * losses[0], losses[::10]
+
+
+def test_short_training_from_the_cli_writes_a_card_and_prepare_refuses_what_it_cannot_train(
+        shared_data, tmp_path, capsys):
+    from napari_cofusion.cli import main
+    from napari_cofusion.learn import train_folder
+
+    root = shared_data / "cave"
+    out = tmp_path / "s3"
+    assert main(["train", "--architecture", "s3rnet", "--config", json.dumps(SMALL["s3rnet"]), "--data", str(root),
+                 "--protocol", "cave-x4", "--train-scenes", "balloons", "--crop", "96", "--no-augment",
+                 "--steps", "4", "--batch", "2", "--patch", "64", "--val-every", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "S3RNet" in printed and "best validation: PSNR" in printed
+    model, card = load_weights(out.with_suffix(".safetensors"))
+    assert isinstance(model, S3RNet) and card["architecture"] == "s3rnet" and card["protocol"] == "cave-x4"
+    assert card["config"]["width"] == 16 and card["n_params"] == model.n_params()
+    assert card["training"]["steps_done"] == 4 and card["validation"]["psnr"] > 30
+    assert card["training_data"]["train_scenes"] == ["balloons_ms"]
+    assert main(["train", "--architecture", "hyfusion", "--config", "[1]", "--data", str(root),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--config must be a JSON object" in capsys.readouterr().err
+    tr, _ = train_folder.split_scenes(root, only=["balloons"])
+    cfg = train_folder.training_config(steps=1)
+    with pytest.raises(CubeError, match="--init starts a CoFusion"):
+        train_folder.prepare(root, tr, [], "cave-x4", cfg, crop=96, augment=False, architecture="s3rnet",
+                             init="cofusion_cave_x4")
+    with pytest.raises(CubeError, match="--depths are CoFusion's"):
+        train_folder.prepare(root, tr, [], "cave-x4", cfg, crop=96, augment=False, architecture="hyfusion",
+                             depths=[1, 1, 1])
+    with pytest.raises(CubeError, match="cannot train the architecture 'csakd'"):
+        train_folder.prepare(root, tr, [], "cave-x4", cfg, crop=96, augment=False, architecture="csakd")
+    with pytest.raises(WeightsError, match="unknown keys depth"):
+        train_folder.prepare(root, tr, [], "cave-x4", cfg, crop=96, augment=False, architecture="hyfusion",
+                             options={"depth": 2})
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_blocks_against_the_whole_frame_with_the_methods_reach(name, shared_data):
+    """Block-wise fusion with the registered reach (learn.method.LR_NET_CONTEXT) against the whole
+    frame on a real scene: S³RNet (convolutions only) equal to 1e-4; HyFusion's window partition
+    follows the block, so it differs a little everywhere: within 2e-3 and 0.05 dB of the whole frame."""
+    from napari_cofusion import api
+    from napari_cofusion.core.io import read_cube
+    from napari_cofusion.core.metrics import psnr
+    from napari_cofusion.degrade.simulate import simulate_pair
+
+    ref = read_cube(shared_data / "cave" / "paints_ms")
+    pair = simulate_pair(ref.with_data(np.ascontiguousarray(ref.data[:, 96:352, 64:320])), protocol="cave-x4")
+    torch.manual_seed(0)
+    cls, cfg_cls = ARCHITECTURES[name]
+    m = cls(cfg_cls()).eval()
+    _perturb_head(m, std=0.02)
+    whole = api.fuse(pair.lr, pair.msi, name, model=m, consistency="off").cube.data
+    base = api.fuse(pair.lr, pair.msi, "bicubic").cube.data
+    blocks = api.fuse(pair.lr, pair.msi, name, model=m, consistency="off", tile=96)
+    assert blocks.blocks == 9
+    diff = float(np.abs(whole - blocks.cube.data).max())
+    assert float(np.abs(whole - base).max()) > 1e-3  # the network does something
+    if name == "s3rnet":
+        assert diff < 1e-4
+    else:
+        ref_hr = pair.reference.data
+        assert diff < 2e-3 and abs(psnr(whole, ref_hr) - psnr(blocks.cube.data, ref_hr)) < 0.05
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_method_fuses_with_a_weights_file_and_refuses_others(name, tmp_path):
+    from napari_cofusion import api
+    from napari_cofusion.core.cube import Cube
+
+    m = _net(name, hs_bands=6, ms_bands=3, scale=4)
+    st, _ = save_weights(m, tmp_path / "n6", make_card(m))
+    rng = np.random.default_rng(0)
+    lr = Cube(rng.random((6, 8, 8), dtype=np.float32), name="lr")
+    msi = Cube(rng.random((3, 32, 32), dtype=np.float32), name="msi")
+    res = api.fuse(lr, msi, name, weights=st)
+    assert res.cube.shape == (6, 32, 32) and res.meta["weights"] == "n6.safetensors"
+    other = "s3rnet" if name == "hyfusion" else "hyfusion"
+    with pytest.raises(WeightsError, match=f"are a {name} model, not {other}.*method '{name}'"):
+        api.fuse(lr, msi, other, weights=st)
+    with pytest.raises(WeightsError, match="6 HS"):
+        api.fuse(Cube(rng.random((7, 8, 8), dtype=np.float32), name="lr7"), msi, name, weights=st)
+    with pytest.raises(WeightsError, match=f"is a {type(m).__name__}, not a"):
+        api.fuse(lr, msi, other, model=m)
