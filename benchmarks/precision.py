@@ -1,6 +1,8 @@
-"""bf16 and channels_last on this CPU, for the CoFusion teacher and the CSAKD student.
+"""bf16 and channels_last on this CPU, for the shipped networks (CoFusion, the CSAKD student,
+HyFusion, S³RNet).
 
     .venv/bin/python benchmarks/precision.py [--scenes oil_painting paints] [--repeats 3]
+        [--networks cofusion csakd hyfusion s3rnet]
 
 For each network and each variant (float32; bf16 autocast, which this CPU runs on its AMX-BF16
 tiles through oneDNN; channels_last memory format; both), on the CAVE validation scenes under
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--scenes", nargs="+", default=["oil_painting", "paints"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--networks", nargs="+", default=["cofusion", "csakd", "hyfusion", "s3rnet"])
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     scenes = [make_scene(read_cube(Path(a.data) / "cave" / f"{n}_ms"), n, {"protocol": "cave-x4"}, True)
@@ -57,7 +60,7 @@ def main() -> None:
           f"{'supported' if torch.backends.mkldnn.is_available() else 'absent'}; scenes {', '.join(a.scenes)}\n")
     print("| network | variant | forward, 512² scene (s) | PSNR (dB) | Δ PSNR vs float32 (dB) | speed-up |")
     print("|---|---|---|---|---|---|")
-    for arch in ("cofusion", "csakd"):
+    for arch in a.networks:
         try:
             model, _card, path = load_model_for(None, 31, 3, 4, architecture=arch)
         except Exception as exc:  # noqa: BLE001

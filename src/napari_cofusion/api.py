@@ -22,7 +22,7 @@ from napari_cofusion.fusion.registry import get_method, iter_methods, method_nam
 from napari_cofusion.fusion import scene_prior  # noqa: F401  (registers pnp-gf)
 from napari_cofusion.fusion import scaleout
 from napari_cofusion.fusion.scaleout import find_pairs, fuse_dask
-from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion and csakd)
+from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion, csakd, hyfusion, s3rnet)
 from napari_cofusion.learn import mossfuse_fit as _mossfuse  # noqa: F401  (registers mossfuse)
 
 __all__ = ["Cube", "CofusionError", "CubeError", "WeightsError", "read_cube", "read_cubes", "write_cube",

@@ -70,27 +70,34 @@ class Block:
         return slice(self.y0 - self.ey0, self.y1 - self.ey0), slice(self.x0 - self.ex0, self.x1 - self.ex0)
 
 
-def _align(scale: int) -> int:
-    return math.lcm(int(scale), 8)
+def _align(scale: int, align: int | None = None) -> int:
+    """The HR multiple of block origins and sides: lcm(scale, 8), or a method's own ``align``
+    (itself made a multiple of the scale)."""
+    return math.lcm(int(scale), 8) if align is None else math.lcm(int(scale), int(align))
 
 
-def block_side(bytes_per_pixel: float, scale: int, margin: int, budget: int | None = None) -> int:
-    """The largest block interior side (a multiple of lcm(scale, 8)) whose extended area fits the
-    budget at ``bytes_per_pixel``; at least one alignment step."""
+def block_side(bytes_per_pixel: float, scale: int, margin: int, budget: int | None = None,
+               align: int | None = None) -> int:
+    """The largest block interior side (a multiple of lcm(scale, 8), or of ``align``) whose
+    extended area fits the budget at ``bytes_per_pixel``; at least one alignment step."""
     budget = memory_budget() if budget is None else budget
-    a = _align(scale)
+    a = _align(scale, align)
     ext = math.sqrt(max(budget, 1) / max(bytes_per_pixel, 1.0))
     return max(a, int((ext - 2 * margin) // a) * a)
 
 
-def plan_blocks(H: int, W: int, side: int, margin: int, scale: int) -> list[Block]:
+def plan_blocks(H: int, W: int, side: int, margin: int, scale: int, align: int | None = None) -> list[Block]:
     """Blocks of interior ``side`` (rounded down to a multiple of lcm(scale, 8)) covering H × W, each
-    extended by ``margin`` (rounded up to a multiple of the scale) inside the image."""
-    a = _align(scale)
+    extended by ``margin`` (rounded up to a multiple of the scale) inside the image. With ``align``
+    (HR pixels) sides and margins are multiples of it instead, so every extended block starts on
+    that grid of the whole frame."""
+    a = _align(scale, align)
     if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < a:
-        raise CubeError(f"block side {side!r} must be a whole number of at least lcm(scale, 8) = {a} HR pixels")
+        what = f"lcm(scale, 8) = {a}" if align is None else f"the method's alignment {a}"
+        raise CubeError(f"block side {side!r} must be a whole number of at least {what} HR pixels")
     side = int(side) // a * a
-    m = -(-int(margin) // scale) * scale
+    step = scale if align is None else a
+    m = -(-int(margin) // step) * step
     blocks = []
     for y0 in range(0, H, side):
         for x0 in range(0, W, side):

@@ -301,11 +301,12 @@ def _plan(m: FusionMethod, lr: Cube, msi: Cube, scale: int, kernel: np.ndarray, 
     reach = m.reach(scale, kernel) if m.reach is not None else 8 * scale
     margin = max(reach, (overlap or 0) // 2)
     bpp = (m.bytes_per_pixel or _DEFAULT_BYTES_PER_PIXEL)(lr.bands, msi.bands)
+    align = m.align(scale) if m.align is not None else None
     if tile is None:
         if H * W * bpp <= memory_budget():
             return [Block(0, H, 0, W, 0, H, 0, W)]
-        tile = block_side(bpp, scale, margin)
-    return plan_blocks(H, W, tile, margin, scale)
+        tile = block_side(bpp, scale, margin, align=align)
+    return plan_blocks(H, W, tile, margin, scale, align=align)
 
 
 def _sink(out: "str | os.PathLike | None", bands: int, hw: tuple[int, int], overwrite: bool, chunk: int = 256):

@@ -51,6 +51,10 @@ class FusionMethod:
     #: without ``weights=``/``model=``, the shipped weights for the pair's bands, scale and PSF
     #: (``fuse`` passes the name on as ``weights=``, so the run, its record and its checks agree)
     choose_weights: Callable[..., str] | None = None
+    #: ``align(scale) -> HR pixels``: what block origins and sides must be multiples of (default
+    #: lcm(scale, 8)); a network whose layers see a fixed grid (attention windows, stride-2
+    #: pooling on the LR grid) asks for that grid, so that its blocks see the whole frame's
+    align: Callable[[int], int] | None = None
 
 
 _REGISTRY: dict[str, FusionMethod] = {}

@@ -7,6 +7,7 @@ its distilled CSAKD student (``method="csakd"``), HyFusion (``"hyfusion"``) and 
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from napari_cofusion.fusion.pair import check_fits
 from napari_cofusion.fusion.registry import FusionMethod, register
 from napari_cofusion.learn.device import keep_freed_memory, resolve_device
 from napari_cofusion.learn.infer import forward
-from napari_cofusion.learn.models import ARCHITECTURES
+from napari_cofusion.learn.models import ARCHITECTURES, HyFusionConfig
 from napari_cofusion.learn.train import classical_base
 from napari_cofusion.learn.weights import find_weights, load_weights, resolve_weights
 
@@ -95,10 +96,25 @@ NETWORK_CONTEXT = 32
 STUDENT_CONTEXT_LR = 8
 
 
-#: LR pixels of context HyFusion and S³RNet get around every block: two attention windows (HyFusion's
-#: partition follows the block, so its blocks differ from the whole frame by a little anywhere;
-#: tests/test_networks.py measures both against the whole frame)
-LR_NET_CONTEXT = 16
+#: LR pixels of context HyFusion gets around every block: two of its attention windows (its
+#: attention reaches further, with weights that fade; tests/test_networks.py measures the blocks
+#: against the whole frame)
+HYFUSION_CONTEXT_LR = 16
+#: S³RNet's receptive field on the LR grid with the default config: 5 pixels per branch (stem, one
+#: DFAB of four 3×3), twice that in the half-resolution V branch, 8 in the two DFABs after the
+#: fusion, 2 in the head, rounded up
+S3RNET_CONTEXT_LR = 24
+
+
+def _hyfusion_align(scale: int) -> int:
+    """HR pixels block origins are multiples of: one attention window of the default configuration
+    (8 LR pixels), so a block's windows are the whole frame's."""
+    return math.lcm(scale * HyFusionConfig.window, 8)
+
+
+def _s3rnet_align(scale: int) -> int:
+    """Two LR pixels (the V branch pools 2×2 LR cells), so a block's cells are the whole frame's."""
+    return math.lcm(2 * scale, 8)
 
 
 def _reach(scale: int, kernel: Any) -> int:
@@ -109,8 +125,12 @@ def _student_reach(scale: int, kernel: Any) -> int:
     return STUDENT_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
 
 
-def _lr_net_reach(scale: int, kernel: Any) -> int:
-    return LR_NET_CONTEXT * scale + glp_hs_reach(scale, kernel, radius=2)
+def _hyfusion_reach(scale: int, kernel: Any) -> int:
+    return HYFUSION_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
+
+
+def _s3rnet_reach(scale: int, kernel: Any) -> int:
+    return S3RNET_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
 
 
 def _bytes_per_pixel(C: int, c: int) -> float:
@@ -175,11 +195,11 @@ register(FusionMethod("csakd", "CSAKD student distilled from CoFusion: the fast 
                       choose_weights=_chooser_for("csakd"),
                       consistency="auto", provenance=_provenance_for("csakd"), reach=_student_reach,
                       bytes_per_pixel=_student_bytes_per_pixel))
-for _name, _run, _text in (
-        ("hyfusion", _hyfusion, "HyFusion: shifted-window attention blocks over a quasi-fused draft and a dual-coupled "
-                                "spatial/spectral network (weights from weights/ or a .safetensors file)"),
-        ("s3rnet", _s3rnet, "S3RNet: multi-branch fusion with sparse sigmoid attention weights and dense blocks "
-                            "(weights from weights/ or a .safetensors file)")):
+for _name, _run, _reach_of, _align, _text in (
+        ("hyfusion", _hyfusion, _hyfusion_reach, _hyfusion_align, "HyFusion: shifted-window attention blocks over a quasi-fused draft "
+         "and a dual-coupled spatial/spectral network (weights from weights/ or a .safetensors file)"),
+        ("s3rnet", _s3rnet, _s3rnet_reach, _s3rnet_align, "S3RNet: multi-branch fusion with sparse sigmoid attention weights and "
+         "dense blocks (weights from weights/ or a .safetensors file)")):
     register(FusionMethod(_name, _text, _run, needs_weights=True, defaults=_defaults_for(_name),
                           choose_weights=_chooser_for(_name), consistency="auto", provenance=_provenance_for(_name),
-                          reach=_lr_net_reach, bytes_per_pixel=_student_bytes_per_pixel))
+                          reach=_reach_of, bytes_per_pixel=_student_bytes_per_pixel, align=_align))

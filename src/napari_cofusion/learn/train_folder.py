@@ -230,6 +230,10 @@ def prepare(root: str | os.PathLike, train_paths: Sequence[Path], val_paths: Seq
             raise CubeError(f"the weights {extra['init']['weights']} refine a {model.cfg.base} base, not {base}")
     else:
         cls, cfg_cls = ARCHITECTURES[architecture]
+        fixed = sorted(set(options or {}) & {"hs_bands", "ms_bands", "scale", "base", "phase", "depths"})
+        if fixed:
+            raise CubeError(f"--config cannot set {', '.join(fixed)}: the band counts, scale and phase come from "
+                            f"the training scenes and the protocol, the base from --base, the depths from --depths")
         kw = {**(options or {}), "hs_bands": C, "ms_bands": c, "scale": scale, "base": base}
         if depths:
             kw["depths"] = list(depths)

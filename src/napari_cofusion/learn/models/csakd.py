@@ -248,7 +248,7 @@ class CSAKDStudent(nn.Module):
     def forward(self, lr: torch.Tensor, msi: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         s = cfg.scale
-        check_inputs(cfg, lr, msi)
+        check_inputs(cfg, lr, msi, base)
         H, W = msi.shape[-2:]
         u = ops.upsample(lr, s, cfg.phase, out_size=(H, W)) if base is None else base
         a = self.joint_hr(F.pixel_unshuffle(torch.cat([u, msi], 1), s))

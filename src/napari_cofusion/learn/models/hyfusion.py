@@ -14,6 +14,7 @@ D width, N = window² tokens per window, U the base (glp-hs fusion or phase-awar
 Overview (``HyFusion.features``; the head and the residual in ``LRGridNet.forward``)::
 
     draft   x₀ = conv1×1(unshuffle([U, HRMSI]))                     (B, D, h, w)  quasi-fused draft
+                 (U: the base, the glp-hs fusion by default, the upsampled LRHSI with base="bicubic")
             d  = ERFB_spatial^n_draft(x₀)
     DCN     a  = conv3×3(unshuffle(HRMSI − cellmean(HRMSI)))         spatial high frequencies
             b  = conv3×3([LRHSI, ∂λ LRHSI])                          spectral high frequencies
@@ -107,9 +108,10 @@ class SpatialWindowAttention(nn.Module):
     def forward(self, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         b, nw, n, d = t.shape
         q, k, v = self.qkv(t).reshape(b, nw, n, 3, self.heads, d // self.heads).permute(3, 0, 1, 4, 2, 5)
-        bias = self.bias[:, self.rel_index]  # (heads, N, N)
-        mask = torch.zeros(valid.shape, dtype=t.dtype, device=t.device).masked_fill(~valid, float("-inf"))
-        attn_mask = bias[None, None] + mask[:, :, None, None, :]  # (1, nW, heads, N, N)
+        attn_mask = self.bias[:, self.rel_index][None, None]  # (1, 1, heads, N, N)
+        if not bool(valid.all()):  # a shifted partition: its padding is never attended to
+            pad = torch.zeros(valid.shape, dtype=attn_mask.dtype, device=t.device).masked_fill(~valid, float("-inf"))
+            attn_mask = attn_mask + pad[:, :, None, None, :]  # (1, nW, heads, N, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype))  # (B, nW, heads, N, dh)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, d))
 

@@ -23,15 +23,20 @@ from napari_cofusion.learn.models.layers import ShuffleHead
 __all__ = ["LRGridNet", "check_inputs"]
 
 
-def check_inputs(cfg, lr: torch.Tensor, msi: torch.Tensor) -> None:
-    """A clear ValueError when the pair does not fit a network built for ``cfg`` (band counts, and the
-    HRMSI's size ``scale`` × the LRHSI's)."""
+def check_inputs(cfg, lr: torch.Tensor, msi: torch.Tensor, base: torch.Tensor | None = None) -> None:
+    """A clear ValueError when the pair does not fit a network built for ``cfg`` (band counts, the
+    HRMSI's size ``scale`` × the LRHSI's, a base of the output's shape)."""
     s = cfg.scale
     if lr.shape[1] != cfg.hs_bands or msi.shape[1] != cfg.ms_bands:
         raise ValueError(f"model expects {cfg.hs_bands} HS and {cfg.ms_bands} MS bands, "
                          f"got {lr.shape[1]} and {msi.shape[1]}")
     if tuple(msi.shape[-2:]) != (s * lr.shape[-2], s * lr.shape[-1]):
         raise ValueError(f"HRMSI {msi.shape[-2]}×{msi.shape[-1]} is not ×{s} the LRHSI {lr.shape[-2]}×{lr.shape[-1]}")
+    if lr.shape[0] != msi.shape[0]:
+        raise ValueError(f"LRHSI batch {lr.shape[0]} and HRMSI batch {msi.shape[0]} differ")
+    want = (lr.shape[0], cfg.hs_bands, *msi.shape[-2:])
+    if base is not None and tuple(base.shape) != want:
+        raise ValueError(f"base {tuple(base.shape)} should be {want} (the output's shape)")
 
 
 class LRGridNet(nn.Module):
@@ -56,7 +61,7 @@ class LRGridNet(nn.Module):
     def forward(self, lr: torch.Tensor, msi: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         s = cfg.scale
-        check_inputs(cfg, lr, msi)
+        check_inputs(cfg, lr, msi, base)
         h, w = lr.shape[-2:]
         H, W = msi.shape[-2:]
         u = ops.upsample(lr, s, cfg.phase, out_size=(H, W)) if base is None else base
