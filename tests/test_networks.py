@@ -85,6 +85,11 @@ def test_configs_are_checked_and_round_trip():
                 cfg_cls.from_json({**cfg.to_json(), **bad})
         with pytest.raises(WeightsError, match="expected a JSON object"):
             cfg_cls.from_json([1, 2])
+        cls = ARCHITECTURES[name][0]
+        with pytest.raises(WeightsError, match="unknown keys widht"):
+            cls(widht=3)
+        with pytest.raises(WeightsError, match="not both"):
+            cls(cfg, width=8)
 
 
 @pytest.mark.parametrize("name", NETS)

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.learn.models.config import NetConfig
 from napari_cofusion.learn.models.layers import DWConv, LayerNorm2d
 from napari_cofusion.learn.models.lrgrid import LRGridNet
@@ -185,7 +186,9 @@ class HyFusion(LRGridNet):
     any image size (the LR grid is padded to a multiple of the window inside)."""
 
     def __init__(self, cfg: HyFusionConfig | None = None, **kw) -> None:
-        cfg = cfg or HyFusionConfig(**kw)
+        if cfg is not None and kw:
+            raise WeightsError(f"HyFusion: give a config or keywords, not both ({sorted(kw)})")
+        cfg = cfg or HyFusionConfig.from_json(kw)
         super().__init__(cfg, cfg.width, cfg.hr_features, cfg.hr_width)
         self.grid = cfg.window
         C, c, s, D = cfg.hs_bands, cfg.ms_bands, cfg.scale, cfg.width

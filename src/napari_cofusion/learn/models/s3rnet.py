@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_cofusion.core.errors import WeightsError
 from napari_cofusion.learn.models.config import NetConfig
 from napari_cofusion.learn.models.lrgrid import LRGridNet
 
@@ -110,7 +111,9 @@ class S3RNet(LRGridNet):
     grid = 2
 
     def __init__(self, cfg: S3RNetConfig | None = None, **kw) -> None:
-        cfg = cfg or S3RNetConfig(**kw)
+        if cfg is not None and kw:
+            raise WeightsError(f"S³RNet: give a config or keywords, not both ({sorted(kw)})")
+        cfg = cfg or S3RNetConfig.from_json(kw)
         super().__init__(cfg, cfg.width, cfg.hr_features, cfg.hr_width)
         C, c, s, D, n = cfg.hs_bands, cfg.ms_bands, cfg.scale, cfg.width, cfg.branch_blocks
         self.coarse_bands = max(1, C // 2)
