@@ -348,6 +348,15 @@ def test_gui_fuses_with_both_networks_and_compares_them(make_napari_viewer, qtbo
     for method in ("hyfusion", "s3rnet"):
         want = metrics.psnr(viewer.layers[f"{method} fused"].data, ref)
         assert q.compare_rows[f"{method} fused"]["psnr"] == pytest.approx(want, abs=1e-6)
+    # side by side: the reference and the three fused layers, one grid view each; then back
+    before = {l.name: l.visible for l in viewer.layers}
+    q.side_button.setChecked(True)
+    grid = viewer.canvas.grid
+    shown = {l.name for l in viewer.layers if l.visible}
+    assert grid.enabled and shown == {ref_layer.name, "glp-hs fused", "hyfusion fused", "s3rnet fused"}
+    assert grid.actual_shape(viewer.layers) == (2, 2)
+    q.side_button.setChecked(False)
+    assert not grid.enabled and {l.name: l.visible for l in viewer.layers} == before
 
 
 def test_blocks_start_on_the_methods_grid():

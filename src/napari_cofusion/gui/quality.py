@@ -118,6 +118,13 @@ class QualityWidget(QWidget):
         self.compare_table.setMinimumHeight(110)
         self.compare_rows: dict[str, dict[str, float] | str] = {}
         self.compare_worker = None
+        # the fused layers and the reference in napari's grid, each in its own view (toggled)
+        self.side_button = QPushButton("Side by side")
+        self.side_button.setCheckable(True)
+        self.side_button.setToolTip("Show the reference and every fused layer next to each other (napari's grid "
+                                    "view; the other layers hidden until you toggle it off)")
+        self.side_button.toggled.connect(self.side_by_side)
+        self._before_grid: tuple[bool, dict[int, bool]] | None = None
 
         form = QFormLayout()
         form.addRow("fused", self.fused_combo)
@@ -137,6 +144,7 @@ class QualityWidget(QWidget):
         lay.addWidget(self.table)
         lay.addWidget(self.compare_button)
         lay.addWidget(self.compare_table)
+        lay.addWidget(self.side_button)
         lay.addWidget(self.plot, 1)
 
         self.compute_button.clicked.connect(self.compute)
@@ -356,6 +364,30 @@ class QualityWidget(QWidget):
         self.compare_worker = worker
         worker.start()
         return worker
+
+    def side_by_side(self, on: bool) -> None:
+        """Show the reference and the fused layers in napari's grid (one view each, sharing the
+        camera), the other layers hidden; ``on=False`` restores the visibility and grid from before."""
+        viewer = self.viewer
+        if on and self._before_grid is None:
+            ref_layer = self._layer(self.ref_combo)
+            shown = [l for l in fused_layers(viewer) if ref_layer is None or not same_layer(l, ref_layer)]
+            if not shown:
+                self.error.show_message("no fused layer to show: run a fusion in the Fusion dock first")
+                self.side_button.setChecked(False)
+                return
+            shown += [ref_layer] if ref_layer is not None else []
+            self._before_grid = (viewer.canvas.grid.enabled, {id(l): l.visible for l in viewer.layers})
+            for layer in viewer.layers:
+                layer.visible = any(layer is l for l in shown)
+            viewer.canvas.grid.stride = 1
+            viewer.canvas.grid.enabled = True
+        elif not on and self._before_grid is not None:
+            grid, visible = self._before_grid
+            self._before_grid = None
+            for layer in viewer.layers:
+                layer.visible = visible.get(id(layer), layer.visible)
+            viewer.canvas.grid.enabled = grid
 
     def _compare_finished(self) -> None:
         self.compare_worker = None
