@@ -195,6 +195,9 @@ register(FusionMethod("csakd", "CSAKD student distilled from CoFusion: the fast 
                       choose_weights=_chooser_for("csakd"),
                       consistency="auto", provenance=_provenance_for("csakd"), reach=_student_reach,
                       bytes_per_pixel=_student_bytes_per_pixel))
+#: HyFusion and S³RNet use the student's memory estimate: measured rise of the peak RSS while fusing a
+#: 768² 31-band pair with the glp-hs base, no consistency step (a fresh process each, ru_maxrss): CSAKD
+#: 1.8 kB, HyFusion 1.4 kB, S³RNet 1.3 kB per HR pixel, all under the estimate's 4 kB
 for _name, _run, _reach_of, _align, _text in (
         ("hyfusion", _hyfusion, _hyfusion_reach, _hyfusion_align, "HyFusion: shifted-window attention blocks over a quasi-fused draft "
          "and a dual-coupled spatial/spectral network (weights from weights/ or a .safetensors file)"),
