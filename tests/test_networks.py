@@ -259,8 +259,8 @@ def test_method_fuses_with_a_weights_file_and_refuses_others(name, tmp_path):
 # ------------------------------------------------------------------------------- shipped weights
 #: each shipped network's gain over glp-hs (measured here) with fuse's default consistency step,
 #: on the two CAVE validation scenes, that its test asks for; the issue's bar is +1 dB, which the
-#: CPU-trained weights do not reach (README, "HyFusion and S³RNet")
-GAIN = {"hyfusion_cave_x4": 0.0, "s3rnet_cave_x4": 0.0}
+#: CPU-trained weights do not reach (measured +0.59 and +0.58 dB; README, "HyFusion and S³RNet")
+GAIN = {"hyfusion_cave_x4": 0.4, "s3rnet_cave_x4": 0.4}
 
 
 def _shipped_card(name):
