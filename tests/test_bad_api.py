@@ -31,7 +31,7 @@ def test_fuse_refuses_unknown_keywords(pair):
 
 
 def test_fuse_refuses_weights_for_a_classical_method(pair, tmp_path):
-    with pytest.raises(CubeError, match="bicubic does not take weights.*learned methods \\(cofusion, csakd\\)"):
+    with pytest.raises(CubeError, match="bicubic does not take weights.*learned methods \\(cofusion, csakd, hyfusion, s3rnet\\)"):
         fuse(pair.lr, pair.msi, "bicubic", weights=str(tmp_path / "w.safetensors"))
 
 
