@@ -121,16 +121,18 @@ def _reach(scale: int, kernel: Any) -> int:
     return NETWORK_CONTEXT + glp_hs_reach(scale, kernel, radius=2)  # its base: the fixed radius-2 glp-hs
 
 
-def _student_reach(scale: int, kernel: Any) -> int:
-    return STUDENT_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
+def _lr_grid_reach(context_lr: int):
+    """The reach of a network working on the LR grid: ``context_lr`` LR pixels, plus its base (the
+    fixed radius-2 glp-hs)."""
+    def reach(scale: int, kernel: Any) -> int:
+        return context_lr * scale + glp_hs_reach(scale, kernel, radius=2)
+
+    return reach
 
 
-def _hyfusion_reach(scale: int, kernel: Any) -> int:
-    return HYFUSION_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
-
-
-def _s3rnet_reach(scale: int, kernel: Any) -> int:
-    return S3RNET_CONTEXT_LR * scale + glp_hs_reach(scale, kernel, radius=2)
+_student_reach = _lr_grid_reach(STUDENT_CONTEXT_LR)
+_hyfusion_reach = _lr_grid_reach(HYFUSION_CONTEXT_LR)
+_s3rnet_reach = _lr_grid_reach(S3RNET_CONTEXT_LR)
 
 
 def _bytes_per_pixel(C: int, c: int) -> float:
