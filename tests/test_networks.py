@@ -373,3 +373,16 @@ def test_blocks_start_on_the_methods_grid():
     assert blocks[4].ey0 == 96 - 96  # the margin 70 rounded up to 96
     with pytest.raises(CubeError, match="the method's alignment 32"):
         plan_blocks(300, 260, 16, 70, 4, align=align)
+
+
+def test_hyfusion_blocks_follow_the_window_of_the_weights(tmp_path):
+    """The alignment comes from the network that runs: a model instance's window, or its card's
+    when ``fuse`` is given weights; the default window only when neither says."""
+    from napari_cofusion.api import get_method
+
+    align = get_method("hyfusion").align
+    net = _net("hyfusion", hs_bands=5, ms_bands=2, scale=4, width=8, heads=2, window=4)
+    assert align(4, {"model": net}) == 16 and align(8, {"model": net}) == 32
+    save_weights(net, tmp_path / "w4", make_card(net))
+    assert align(4, {"weights": str(tmp_path / "w4")}) == 16
+    assert align(4, {}) == 32 and align(4, {"weights": str(tmp_path / "missing")}) == 32

@@ -217,7 +217,7 @@ def plan_fusion(
     mode = m.consistency if consistency is None else consistency
     if m.prepare is not None:
         options = m.prepare(lr.data, msi.data, scale, kernel, ph, dict(options))
-    blocks = _plan(m, lr, msi, scale, kernel, tile, overlap)
+    blocks = _plan(m, lr, msi, scale, kernel, tile, overlap, options)
     R, report = decide(lr.data, msi.data, kernel, scale, ph, mode)
     amp = edge_weight(msi.data) if R is not None else None
     return FusionPlan(m, scale, kernel, ph, psf_obj, mode, clip, consistency is not None, dict(options), blocks, R,
@@ -295,13 +295,13 @@ def finish(plan: FusionPlan, lr: Cube, msi: Cube, sink: Any, secs: float, rep: d
 
 
 def _plan(m: FusionMethod, lr: Cube, msi: Cube, scale: int, kernel: np.ndarray, tile: int | None,
-          overlap: int | None) -> list[Block]:
+          overlap: int | None, options: dict[str, Any] | None = None) -> list[Block]:
     """Whole frame when it fits the memory budget (and no ``tile`` is asked), else blocks."""
     H, W = msi.spatial_shape
     reach = m.reach(scale, kernel) if m.reach is not None else 8 * scale
     margin = max(reach, (overlap or 0) // 2)
     bpp = (m.bytes_per_pixel or _DEFAULT_BYTES_PER_PIXEL)(lr.bands, msi.bands)
-    align = m.align(scale) if m.align is not None else None
+    align = m.align(scale, options or {}) if m.align is not None else None
     if tile is None:
         if H * W * bpp <= memory_budget():
             return [Block(0, H, 0, W, 0, H, 0, W)]

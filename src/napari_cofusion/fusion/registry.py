@@ -51,10 +51,11 @@ class FusionMethod:
     #: without ``weights=``/``model=``, the shipped weights for the pair's bands, scale and PSF
     #: (``fuse`` passes the name on as ``weights=``, so the run, its record and its checks agree)
     choose_weights: Callable[..., str] | None = None
-    #: ``align(scale) -> HR pixels``: what block origins and sides must be multiples of (default
-    #: lcm(scale, 8)); a network whose layers see a fixed grid (attention windows, stride-2
-    #: pooling on the LR grid) asks for that grid, so that its blocks see the whole frame's
-    align: Callable[[int], int] | None = None
+    #: ``align(scale, options) -> HR pixels``: what block origins and sides must be multiples of
+    #: (default lcm(scale, 8)); a network whose layers see a fixed grid (attention windows, stride-2
+    #: pooling on the LR grid) asks for that grid, so that its blocks see the whole frame's;
+    #: ``options`` are the run's (the chosen ``weights`` or ``model``, whose configuration sets it)
+    align: Callable[[int, dict[str, Any]], int] | None = None
 
 
 _REGISTRY: dict[str, FusionMethod] = {}

@@ -23,7 +23,7 @@ from napari_cofusion.learn.device import keep_freed_memory, resolve_device
 from napari_cofusion.learn.infer import forward
 from napari_cofusion.learn.models import ARCHITECTURES, HyFusionConfig
 from napari_cofusion.learn.train import classical_base
-from napari_cofusion.learn.weights import find_weights, load_weights, resolve_weights
+from napari_cofusion.learn.weights import find_weights, load_weights, read_card, resolve_weights
 
 __all__ = ["load_model_for", "run_model"]
 
@@ -106,13 +106,30 @@ HYFUSION_CONTEXT_LR = 16
 S3RNET_CONTEXT_LR = 24
 
 
-def _hyfusion_align(scale: int) -> int:
-    """HR pixels block origins are multiples of: one attention window of the default configuration
-    (8 LR pixels), so a block's windows are the whole frame's."""
-    return math.lcm(scale * HyFusionConfig.window, 8)
+def _network_config(architecture: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The configuration of the network a run will use: the model instance's, else its weights
+    card's (``fuse`` has named the weights by the time blocks are planned); {} when unknown."""
+    options = options or {}
+    model = options.get("model")
+    if model is not None and hasattr(model, "cfg"):
+        return dict(vars(model.cfg))
+    spec = options.get("weights")
+    if spec is None:
+        return {}
+    try:
+        return dict(read_card(resolve_weights(spec, 0, 0, 0, architecture)).get("config") or {})
+    except (CofusionError, OSError, ValueError):
+        return {}
 
 
-def _s3rnet_align(scale: int) -> int:
+def _hyfusion_align(scale: int, options: dict[str, Any] | None = None) -> int:
+    """HR pixels block origins are multiples of: one attention window of the network that runs
+    (8 LR pixels by default), so a block's windows are the whole frame's."""
+    window = int(_network_config("hyfusion", options).get("window", HyFusionConfig.window))
+    return math.lcm(scale * window, 8)
+
+
+def _s3rnet_align(scale: int, options: dict[str, Any] | None = None) -> int:
     """Two LR pixels (the V branch pools 2×2 LR cells), so a block's cells are the whole frame's."""
     return math.lcm(2 * scale, 8)
 
