@@ -54,6 +54,33 @@ def test_generator_yields_progress_and_improves(scenes):
     assert not model.training  # left in eval mode, ready to fuse
 
 
+def test_bf16_training_runs_the_forward_in_bf16_and_keeps_float32_weights(scenes):
+    """``precision="bf16"``: the forward's convolutions under bf16 autocast, the loss and the
+    weights in float32, and the loss falls; "auto" is float32 on the CPU; a typo is refused."""
+    from napari_cofusion.core.errors import CubeError
+    from napari_cofusion.learn.train import train_autocast
+
+    tr, _va = scenes
+    torch.manual_seed(0)
+    model = CoFusion(CoFusionConfig(base="glp-hs", dropout=0.0, **SMALL))
+    cpu = torch.device("cpu")
+    x, seen = tr[0], []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    for precision in ("bf16", "auto", "float32"):
+        with train_autocast(cpu, precision):
+            model(x.lr[None], x.msi[None], x.base[None])
+    hook.remove()
+    assert seen == [torch.bfloat16, torch.float32, torch.float32]
+    cfg = TrainConfig(steps=20, batch=4, patch=32, lr=1e-3, warmup=2, val_every=10**9, ckpt_every=10**9,
+                      precision="bf16")
+    losses = [p.loss for p in train(model, tr, (), cfg)]
+    assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(CubeError, match="precision = 'fp8'"):
+        TrainConfig(precision="fp8")
+
+
 def test_stop_keeps_model_usable_and_resume_continues(scenes, tmp_path):
     tr, va = scenes
     model = CoFusion(CoFusionConfig(base="glp-hs", **SMALL))

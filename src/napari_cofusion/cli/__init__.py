@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configuration fields of a new network, e.g. '{\"width\": 32}' (docs/model.md)")
     t.add_argument("--depths", type=int, nargs=3, default=None, help="CoFusion's blocks per level (full, 1/2, 1/4)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="no dihedral variants of the scenes")
+    t.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto",
+                   help="the forward's arithmetic: auto = bf16 autocast on a GPU, float32 on the CPU "
+                        "(benchmarks/train_step.py measures both)")
     t.add_argument("--select", choices=["network", "consistency"], default=None,
                    help="keep the state whose validation is best for the network alone, or with fuse's default "
                         "consistency step (what users get); default: consistency with --init, else network")

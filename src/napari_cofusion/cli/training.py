@@ -27,7 +27,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     cfg = train_folder.training_config(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.learning_rate, seed=a.seed,
                                        val_every=a.val_every, ckpt_every=a.ckpt_every, warmup=a.warmup,
                                        select=a.select or ("consistency" if a.init else "network"),
-                                       val_start=bool(a.init) if a.val_start is None else a.val_start)
+                                       val_start=bool(a.init) if a.val_start is None else a.val_start,
+                                       precision=a.precision)
     try:
         options = json.loads(a.config) if a.config else None
     except json.JSONDecodeError as exc:

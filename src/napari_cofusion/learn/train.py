@@ -15,6 +15,7 @@ out of the loop) leaves the model usable and, with a checkpoint folder, saves a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -40,6 +41,17 @@ __all__ = ["TrainConfig", "Progress", "Scene", "make_scene", "train", "fusion_lo
            "classical_base", "validate"]
 
 
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+def train_autocast(device: torch.device, precision: str):
+    """The context a training forward runs in: bf16 autocast for ``precision="bf16"``, and for
+    ``"auto"`` on a GPU (its tensor cores); otherwise none (float32). The CPU measurements behind
+    the default are in benchmarks/train_step.py."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
 @dataclass
 class TrainConfig:
     steps: int = 2000
@@ -61,6 +73,9 @@ class TrainConfig:
     select: str = "network"
     #: validate the starting state too (a run from other weights keeps it when no step beats it)
     val_start: bool = False
+    #: the forward's arithmetic: "auto" (bf16 autocast on a GPU, float32 on the CPU), "float32",
+    #: or "bf16" (autocast; the loss, gradients, weights and optimizer stay float32)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         """Refuse settings that would run something else than asked (0 steps, a negative rate)."""
@@ -80,6 +95,8 @@ class TrainConfig:
                 raise CubeError(f"training: {name} = {v!r} must be a finite number" + (" above 0" if name == "lr" else ", 0 or more"))
         if self.schedule not in ("cosine", "step", "constant"):
             raise CubeError(f"training: schedule = {self.schedule!r}: use cosine, step or constant")
+        if self.precision not in PRECISIONS:
+            raise CubeError(f"training: precision = {self.precision!r}: use {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -295,6 +312,7 @@ def train(
 
             best_state = load_file(str(folder / "best.safetensors"))
     t0 = time.perf_counter() - t_prev
+    amp = train_autocast(dev, cfg.precision)
     model.train()
     loss_val = float("nan")
 
@@ -326,7 +344,9 @@ def train(
             for grp in opt.param_groups:
                 grp["lr"] = lr_now
             lr_b, ms_b, ref_b, base_b, teacher_b = _sample_batch(train_scenes, cfg.batch, cfg.patch, g)
-            out = model(lr_b, ms_b, base_b)
+            with amp:
+                out = model(lr_b, ms_b, base_b)
+            out = out.float()  # the loss (SSIM's sums) in float32
             loss = fusion_loss(out, ref_b, cfg.ssim_weight) if loss_fn is None else loss_fn(out, ref_b, teacher_b)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
