@@ -15,14 +15,16 @@ plug-and-play scheme) between
    detail the HRMSI explains and drops the rest,
 
 starting from glp-hs (its regression chosen from the pair) and ending with a projection, so the
-result agrees with both observations. Nothing is learnt from other scenes: the window
+result agrees with both observations. From ×8 up every round starts from the current cube pushed
+on along its last change (heavy-ball momentum :data:`MOMENTUM`): there the plain rounds approach
+their fixed point slowly (Salinas-A gains +0.72 dB at 40 rounds and +1.32 at 160). Nothing is learnt from other scenes: the window
 coefficients are fitted to this scene in every round.
 
 Measured with the PSF and phase estimated from the pair (benchmarks/scene_finetune.py, the README's
 table): ×4, 15 rounds, over glp-hs (its regression chosen band by band): DC Mall +1.10 dB, PaviaU
 +0.50, Salinas-A +1.46, Jasper Ridge +1.02, CAVE oil_painting / paints (3-band camera, σ 2 px)
-+0.58 / +1.51: +1.03 dB on average with a lower SAM on every scene; ×8, 40 rounds, +0.27 to +0.70,
-+0.52 on average. A network added after these rounds (a small CNN in a
++0.58 / +1.51: +1.03 dB on average with a lower SAM on every scene; ×8, 40 plain rounds, +0.27 to
++0.70, +0.52 on average (80 rounds with momentum: the README's table). A network added after these rounds (a small CNN in a
 k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and this prior,
 200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more (zero-shot,
 reduced resolution) it lost 3 dB on DC Mall before the projection.
@@ -133,7 +135,7 @@ def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
            **_: Any) -> np.ndarray:
     """See the module docstring. ``srf`` (c, C) is fitted to (this block of) the pair when not
     given; ``fallback`` (set by :func:`prepare_pnp_gf`) returns glp-hs. ``rounds="auto"``:
-    :func:`rounds_for` the scale."""
+    :func:`rounds_for` the scale; ``momentum="auto"``: :func:`momentum_for` the scale."""
     if rounds == "auto":
         rounds = rounds_for(scale)
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or not 0 <= rounds <= 200:
