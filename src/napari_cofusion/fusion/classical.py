@@ -91,11 +91,33 @@ def _solve(moments: tuple[torch.Tensor, ...], glob: tuple[torch.Tensor, ...] | N
         ridge = shrink * float(torch.diagonal(gMM[..., 0, 0]).mean())
         MM = MM + ridge * eye
         ML = ML + ridge * a_global[:, :, None, None]
-    a = torch.linalg.solve(MM.permute(2, 3, 0, 1), ML.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
+    a = _spd_solve(MM, ML)
     b = mL - torch.einsum("kbhw,khw->bhw", a, mM)
     if r == 0:
         return a, b
     return _box_mean(a.reshape(-1, *a.shape[-2:]), r).reshape(a.shape), _box_mean(b, r)
+
+
+def _spd_solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """X with ``A[..., p] X[..., p] = B[..., p]`` at every pixel p: A (c, c, h, w) symmetric
+    positive definite (a regularised covariance), B (c, n, h, w). Cholesky with the c×c loops
+    written out over whole pixel planes: a few elementwise passes instead of one small LAPACK call
+    per pixel (``torch.linalg.solve`` over a 512² HR frame, c = 3, took 1.5 s of a 3.8 s guided
+    filter). Same result to round-off."""
+    c = A.shape[0]
+    L = [[None] * c for _ in range(c)]
+    for j in range(c):
+        d = A[j, j] - sum((L[j][k] ** 2 for k in range(j)), torch.zeros_like(A[j, j]))
+        L[j][j] = d.clamp_min(torch.finfo(A.dtype).tiny).sqrt()
+        for i in range(j + 1, c):
+            L[i][j] = (A[i, j] - sum((L[i][k] * L[j][k] for k in range(j)), torch.zeros_like(A[i, j]))) / L[j][j]
+    y: list[torch.Tensor] = []
+    for j in range(c):  # L y = B
+        y.append((B[j] - sum((L[j][k] * y[k] for k in range(j)), torch.zeros_like(B[j]))) / L[j][j])
+    x: list[torch.Tensor | None] = [None] * c
+    for j in reversed(range(c)):  # Lᵀ x = y
+        x[j] = (y[j] - sum((L[k][j] * x[k] for k in range(j + 1, c)), torch.zeros_like(B[j]))) / L[j][j]
+    return torch.stack(x)
 
 
 #: the (radius, shrink) pairs :func:`select_regularisation` chooses from: the global regression,

@@ -6,7 +6,6 @@ its distilled CSAKD student (``method="csakd"``), HyFusion (``"hyfusion"``) and 
 
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -106,20 +105,27 @@ HYFUSION_CONTEXT_LR = 16
 S3RNET_CONTEXT_LR = 24
 
 
+def _card_for(architecture: str, options: dict[str, Any] | None, hs_bands: int = 0, ms_bands: int = 0,
+              scale: int = 0) -> dict[str, Any]:
+    """The card of the weights a run will use (named in ``options``, else the shipped ones for
+    these band counts and scale); {} when there is none or it cannot be read (``fuse`` reports
+    that itself when it loads the weights)."""
+    spec = (options or {}).get("weights")
+    if spec is None and not hs_bands:
+        return {}
+    try:
+        return read_card(resolve_weights(spec, hs_bands, ms_bands, scale, architecture))
+    except (CofusionError, OSError, ValueError):
+        return {}
+
+
 def _network_config(architecture: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """The configuration of the network a run will use: the model instance's, else its weights
     card's (``fuse`` has named the weights by the time blocks are planned); {} when unknown."""
-    options = options or {}
-    model = options.get("model")
+    model = (options or {}).get("model")
     if model is not None and hasattr(model, "cfg"):
         return dict(vars(model.cfg))
-    spec = options.get("weights")
-    if spec is None:
-        return {}
-    try:
-        return dict(read_card(resolve_weights(spec, 0, 0, 0, architecture)).get("config") or {})
-    except (CofusionError, OSError, ValueError):
-        return {}
+    return dict(_card_for(architecture, options).get("config") or {})
 
 
 def _hyfusion_align(scale: int, options: dict[str, Any] | None = None) -> int:
@@ -175,10 +181,8 @@ def _defaults(lr, msi, scale: int, options: dict[str, Any], architecture: str = 
     model = options.get("model")
     if model is not None:
         return {"phase": getattr(model.cfg, "phase", None), "psf": getattr(model, "psf", None)}
-    try:
-        path = resolve_weights(options.get("weights"), lr.bands, msi.bands, scale, architecture)
-        card = json.loads(path.with_suffix(".json").read_text())
-    except (CofusionError, OSError, ValueError):
+    card = _card_for(architecture, options, lr.bands, msi.bands, scale)
+    if not card:
         return {}
     psf = card.get("psf")
     if isinstance(psf, str):
