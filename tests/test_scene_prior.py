@@ -67,10 +67,14 @@ def test_selection_picks_local_where_it_helps_and_records_it(pavia_pair):
     opts = auto.meta["options"]
     names = {classical.candidate_name(r, s) for r, s in classical.CANDIDATES}
     assert set(opts["selection"]) == names and set(opts["cross"]) == names and set(opts["allowed"]) <= names
-    assert len(opts["radius"]) == len(opts["shrink"]) == p.lr.bands == sum(opts["bands"].values())
-    assert sum(r >= 1 for r in opts["radius"]) > p.lr.bands // 2  # mostly local windows
-    assert _psnr(auto, p) > _psnr(glob, p) + 0.5  # 43.80 vs 42.68 dB when measured
-    assert _psnr(auto, p) >= _psnr(fixed, p) - 0.05  # per band: 43.797 vs 43.814 with radius 2 everywhere
+    assert len(opts["radius"]) == len(opts["shrink"]) == p.lr.bands
+    assert all(len(r) == len(s) == classical.MEMBERS for r, s in zip(opts["radius"], opts["shrink"]))
+    assert sum(opts["bands"].values()) == classical.MEMBERS * p.lr.bands
+    assert sum(min(r) >= 1 for r in opts["radius"]) > p.lr.bands // 2  # mostly local windows
+    assert _psnr(auto, p) > _psnr(glob, p) + 0.5  # 43.65 vs 42.68 dB when measured
+    # the mean of three members gives up a little where one radius suits every band: 43.65 vs 43.81
+    # with radius 2 everywhere (the lone best per band: 43.80)
+    assert _psnr(auto, p) >= _psnr(fixed, p) - 0.25
     assert fixed.meta["options"]["radius"] == 2  # a given radius is kept, not chosen
 
 
@@ -87,9 +91,13 @@ def test_selection_goes_global_when_the_windows_cannot_be_trusted():
     lr = ops.degrade(torch.from_numpy(hr), k, 4, 2).numpy()
     lr = lr + rng.normal(0, 0.05 * lr.std(), lr.shape).astype(np.float32)
     msi = np.einsum("kc,chw->khw", np.linalg.pinv(A), hr).astype(np.float32)
-    pick = classical.select_regularisation(lr, ops.degrade(torch.from_numpy(msi).double(), k, 4, 2).numpy())
-    assert pick["cross"] is None  # no HR MSI given: the held-out test alone
-    assert all(r == 0 or s >= 0.1 for r, s in zip(pick["radius"], pick["shrink"])), pick["bands"]
+    ms_lr = ops.degrade(torch.from_numpy(msi).double(), k, 4, 2).numpy()
+    lone = classical.select_regularisation(lr, ms_lr, members=1)
+    assert lone["cross"] is None  # no HR MSI given: the held-out test alone
+    assert all(r == 0 or s >= 0.1 for (r,), (s,) in zip(lone["radius"], lone["shrink"])), lone["bands"]
+    pick = classical.select_regularisation(lr, ms_lr)  # the best three: nearly all strongly pulled (34 of 36)
+    strong = sum(n for name, n in pick["bands"].items() if name == "r0" or float(name.split("/s")[1]) >= 0.1)
+    assert strong >= 0.9 * sum(pick["bands"].values()), pick["bands"]
 
 
 def test_cross_prediction_leaves_out_what_the_lr_grid_cannot_show(shared_data):
@@ -101,14 +109,47 @@ def test_cross_prediction_leaves_out_what_the_lr_grid_cannot_show(shared_data):
     lr, msi, X = pair.lr.data, pair.msi.data, pair.reference.data
     k, ph = pair.recipe.kernel(), pair.recipe.decimation_phase
     ms_lr = ops.degrade(torch.from_numpy(msi).double(), k, 8, ph)[..., :lr.shape[1], :lr.shape[2]].numpy()
-    blind = classical.select_regularisation(lr, ms_lr)
-    pick = classical.select_regularisation(lr, ms_lr, msi=msi, scale=8, kernel=k, phase=ph)
+    blind = classical.select_regularisation(lr, ms_lr, members=1)
+    pick = classical.select_regularisation(lr, ms_lr, msi=msi, scale=8, kernel=k, phase=ph, members=1)
     assert "r2/s0" in blind["bands"] and "r2/s0" not in pick["allowed"] and "r0" in pick["allowed"]
     assert pick["cross"]["r2/s0"] > pick["cross"]["r0"]
     psnr = {name: metrics.psnr(np.clip(classical.glp_hs(lr, msi, 8, k, ph, radius=p["radius"], shrink=p["shrink"]),
                                        0, 1), X) for name, p in (("blind", blind), ("pick", pick))}
     glob = metrics.psnr(np.clip(classical.glp_hs(lr, msi, 8, k, ph, radius=0), 0, 1), X)
     assert psnr["blind"] < glob < psnr["pick"] - 0.5, (psnr, glob)  # 43.6 < 44.0 < 44.9 dB when measured
+
+
+def test_the_mean_of_the_best_few_beats_the_lone_best_on_a_tiny_grid(shared_data):
+    """DC Mall ×8 (12×12 LR pixels): the lone candidate with the best held-out error loses to the
+    global fit; the mean of the best three does not. Measured: 46.37 / 46.55 / 46.59 dB."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CofusionWarning)  # a few negative values clipped
+        ref = read_cube(shared_data / "dcmall" / "matlab_dc5.tif", norm="max")
+    ref.wavelengths = np.linspace(400.0, 2400.0, ref.bands)
+    pair = simulate_pair(ref, scale=8, psf="wald", srf="ikonos")
+    lr, msi, X = pair.lr.data, pair.msi.data, pair.reference.data
+    k, ph = pair.recipe.kernel(), pair.recipe.decimation_phase
+    ms_lr = ops.degrade(torch.from_numpy(msi).double(), k, 8, ph)[..., :lr.shape[1], :lr.shape[2]].numpy()
+    psnr = {}
+    for n in (1, classical.MEMBERS):
+        p = classical.select_regularisation(lr, ms_lr, msi=msi, scale=8, kernel=k, phase=ph, members=n)
+        psnr[n] = metrics.psnr(np.clip(classical.glp_hs(lr, msi, 8, k, ph, radius=p["radius"], shrink=p["shrink"]), 0, 1), X)
+    glob = metrics.psnr(np.clip(classical.glp_hs(lr, msi, 8, k, ph, radius=0), 0, 1), X)
+    assert psnr[1] < glob < psnr[classical.MEMBERS], (psnr, glob)
+
+
+def test_averaged_members_are_the_mean_of_their_results():
+    rng = np.random.default_rng(6)
+    lr, msi = rng.random((3, 8, 8)).astype(np.float32), rng.random((3, 32, 32)).astype(np.float32)
+    k = ops.gaussian_kernel(9, 1.7)
+    radii, shrinks = [[0, 2, 1], [2, 2], 3], [[0.0, 0.0, 0.01], [0.1, 0.0], 0.0]
+    mixed = classical.glp_hs(lr, msi, 4, k, 2, radius=radii, shrink=shrinks)
+    for b, (rb, sb) in enumerate(zip(radii, shrinks)):
+        rb, sb = (rb, sb) if isinstance(rb, list) else ([rb], [sb])
+        mean = np.mean([classical.glp_hs(lr, msi, 4, k, 2, radius=r, shrink=s)[b] for r, s in zip(rb, sb)], axis=0)
+        np.testing.assert_allclose(mixed[b], mean, atol=1e-5)
+    with pytest.raises(CubeError, match="band 0 has 2 radii but 3 shrinks"):
+        classical.glp_hs(lr, msi, 4, k, 2, radius=[[0, 2], 1, 1], shrink=[[0.0, 0.0, 0.1], 0.0, 0.0])
 
 
 def test_per_band_regression_is_each_band_fitted_alone():
