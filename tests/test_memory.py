@@ -9,6 +9,7 @@ import pytest
 
 from napari_cofusion.api import fuse, get_method, simulate_pair
 from napari_cofusion.core.io import read_cube
+from napari_cofusion.fusion import classical
 from napari_cofusion.fusion.blocks import block_side, memory_budget, plan_blocks
 from napari_cofusion.learn.models import CoFusion, CoFusionConfig
 from napari_cofusion.samples import bundled_reference
@@ -46,6 +47,21 @@ def test_classical_blocks_equal_the_whole_frame(pair, method, tol):
     blocks = fuse(pair.lr, pair.msi, method, tile=32)
     assert whole.blocks == 1 and blocks.blocks == 16
     assert np.abs(whole.cube.data - blocks.cube.data).max() < tol
+
+
+@pytest.mark.parametrize("options", [{"radius": 0}, {"radius": 3, "shrink": 0.1},
+                                     {"radius": [[0, 2, 1]] * 31, "shrink": [[0.0, 0.0, 0.01]] * 31}])
+def test_glp_hs_blocks_use_the_scenes_global_fit(pair, options, monkeypatch):
+    """The global candidate and the shrink's target are the whole pair's in every block (a block's
+    own global fit differs from the scene's: the blocks would not match the whole frame)."""
+    whole = fuse(pair.lr, pair.msi, "glp-hs", **options)
+    blocks = fuse(pair.lr, pair.msi, "glp-hs", tile=32, **options)
+    assert blocks.blocks == 16 and "scene_fit" in blocks.meta["options"]
+    assert np.abs(whole.cube.data - blocks.cube.data).max() < 1e-5
+    # without the scene's fit (each block its own), the blocks are measurably different
+    monkeypatch.setattr(classical, "global_fit", lambda *a, **k: None)
+    own = fuse(pair.lr, pair.msi, "glp-hs", tile=32, **options)
+    assert np.abs(whole.cube.data - own.cube.data).max() > 1e-4
 
 
 def test_network_and_consistency_blocks_match_the_whole_frame(pair):

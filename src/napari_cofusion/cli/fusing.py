@@ -103,15 +103,16 @@ def _cmd_fuse(a: argparse.Namespace) -> int:
 def _shown_options(meta: dict) -> dict:
     """The scene-wide choices a method made (glp-hs's regression, pnp-gf's fit and fallback),
     without the bulky ones (the SRF matrix, the selection tables, the per-band radius and shrink:
-    ``bands`` counts the bands of each choice)."""
+    ``bands`` counts the bands whose mean each candidate is in)."""
     return {k: v for k, v in (meta.get("options") or {}).items()
-            if k not in ("srf", "selection", "cross", "allowed") and not isinstance(v, list)}
+            if k not in ("srf", "selection", "cross", "allowed", "scene_fit") and not isinstance(v, list)}
 
 
 def _shown(key: str, value) -> str:
-    if key == "bands":  # glp-hs's regression, band by band: how many bands took each candidate
+    if key == "bands":  # glp-hs's regression, band by band: in how many bands' means each candidate is
         ranked = sorted(value.items(), key=lambda kv: -kv[1])
-        return "regression " + ", ".join(f"{name} on {n} band{'s' if n > 1 else ''}" for name, n in ranked)
+        return "regression (each band the mean of its best candidates) " + ", ".join(
+            f"{name} in {n} band{'s' if n > 1 else ''}" for name, n in ranked)
     return f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
 
 

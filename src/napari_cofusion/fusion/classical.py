@@ -64,31 +64,60 @@ def _moments(lr: torch.Tensor, ms_lr: torch.Tensor, weight: torch.Tensor | None,
 
 
 def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: float, shrink: float = 0.0,
-                     weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     weight: torch.Tensor | None = None, scene: dict[str, Any] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel least squares L_b ≈ Σ_k a_kb M̃_k + b_b over (2r+1)² LR windows (a multi-channel
     guided filter): returns a (c, C, h, w) and b (C, h, w), smoothed over the same windows.
     ``radius=0`` fits one global regression for the whole scene. ``shrink`` pulls each window's
     coefficients towards the global fit's (a ridge of ``shrink`` × the MS bands' mean variance
     centred on them: 0 is the plain local fit, large values the global one). ``weight`` (h, w)
-    counts pixels in the fit (0: left out; :func:`select_regularisation` holds pixels out this way)."""
+    counts pixels in the fit (0: left out; :func:`select_regularisation` holds pixels out this way).
+
+    ``scene`` (:func:`global_fit` of the whole pair, for these bands) is the global fit to use
+    instead of this frame's own: a block of a block-wise run then gives what the whole frame gives."""
     r = max(int(radius), 0)
+    if scene is not None and (r == 0 or shrink > 0):
+        a_g = torch.as_tensor(np.asarray(scene["a"]), dtype=lr.dtype)  # (c, C)
+        if r == 0:
+            b_g = torch.as_tensor(np.asarray(scene["b"]), dtype=lr.dtype)
+            hw = lr.shape[-2:]
+            return a_g[:, :, None, None].expand(*a_g.shape, *hw), b_g[:, None, None].expand(-1, *hw)
+        moments = _moments(lr, ms_lr, weight, r)
+        return _solve(moments, None, r, eps, shrink, (a_g, float(scene["variance"])))
     moments = _moments(lr, ms_lr, weight, r)
     glob = _moments(lr, ms_lr, weight, 0) if r > 0 and shrink > 0 else None
     return _solve(moments, glob, r, eps, shrink)
 
 
+def global_fit(lr: torch.Tensor, ms_lr: torch.Tensor, eps: float) -> dict[str, Any]:
+    """The whole pair's global regression L_b ≈ Σ_k a_kb M̃_k + b_b: ``a`` (c, C) and ``b`` (C,)
+    as lists, and ``variance``, the MS bands' mean variance (+ eps) that scales the shrink's ridge.
+    :func:`prepare_glp_hs` makes it once for the scene, so that the global candidate and the
+    shrink's target are the scene's in every block, not each block's own."""
+    moments = _moments(lr, ms_lr, None, 0)
+    a, b = _solve(moments, None, 0, eps, 0.0)
+    c = moments[0].shape[0]
+    var = float(torch.diagonal(moments[2][..., 0, 0]).mean()) + eps
+    return {"a": a[..., 0, 0].tolist(), "b": b[:, 0, 0].tolist(), "variance": var, "bands": c}
+
+
 def _solve(moments: tuple[torch.Tensor, ...], glob: tuple[torch.Tensor, ...] | None, r: int, eps: float,
-           shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`local_regression` from the window moments (and the global ones, for ``shrink``)."""
+           shrink: float, target: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`local_regression` from the window moments (and, for ``shrink``, the global moments
+    ``glob`` or a given ``target``: the global coefficients (c, C) and the MS bands' variance)."""
     mM, mL, MM, ML = moments
     c = mM.shape[0]
     eye = torch.eye(c, dtype=MM.dtype)[:, :, None, None]
     MM = MM + eps * eye
     if r > 0 and shrink > 0:
-        _, _, gMM, gML = (t[..., :1, :1] for t in glob)
-        gMM = gMM + eps * eye
-        a_global = torch.linalg.solve(gMM[..., 0, 0], gML[..., 0, 0])  # (c, C)
-        ridge = shrink * float(torch.diagonal(gMM[..., 0, 0]).mean())
+        if target is not None:
+            a_global, variance = target
+        else:
+            _, _, gMM, gML = (t[..., :1, :1] for t in glob)
+            gMM = gMM + eps * eye
+            a_global = torch.linalg.solve(gMM[..., 0, 0], gML[..., 0, 0])  # (c, C)
+            variance = float(torch.diagonal(gMM[..., 0, 0]).mean())
+        ridge = shrink * variance
         MM = MM + ridge * eye
         ML = ML + ridge * a_global[:, :, None, None]
     a = _spd_solve(MM, ML)
@@ -256,7 +285,28 @@ def _members(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
 
 
-def _regression(L: torch.Tensor, M_lr: torch.Tensor, radius: Any, shrink: Any, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _scene_bands(scene: dict[str, Any] | None, idx: list[int] | None) -> dict[str, Any] | None:
+    """:func:`global_fit`'s record for the HS bands ``idx`` (None: all)."""
+    if scene is None or idx is None:
+        return scene
+    return {**scene, "a": np.asarray(scene["a"])[:, idx], "b": np.asarray(scene["b"])[idx]}
+
+
+def _check_scene(scene: Any, c: int, C: int) -> dict[str, Any] | None:
+    if scene is None:
+        return None
+    try:
+        a, b, var = np.asarray(scene["a"], dtype=np.float64), np.asarray(scene["b"], dtype=np.float64), float(scene["variance"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CubeError(f"glp-hs: scene_fit must be global_fit's record (a, b, variance): {e}") from None
+    if a.shape != (c, C) or b.shape != (C,) or not (np.isfinite(a).all() and np.isfinite(b).all() and var > 0):
+        raise CubeError(f"glp-hs: scene_fit is for {a.shape[0] if a.ndim == 2 else '?'} MS and {b.size} HS bands "
+                        f"(finite, variance > 0), this pair has {c} and {C}")
+    return {"a": a, "b": b, "variance": var}
+
+
+def _regression(L: torch.Tensor, M_lr: torch.Tensor, radius: Any, shrink: Any, eps: float,
+                scene: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`local_regression` with a radius and shrink per band (or one for all); a band's value
     may be a list, whose fits are averaged (coefficients and offsets: glp-hs's result is linear in
     them, so this is the mean of the members' results). Each distinct (radius, shrink) is fitted
@@ -277,15 +327,16 @@ def _regression(L: torch.Tensor, M_lr: torch.Tensor, radius: Any, shrink: Any, e
                 raise CubeError(f"glp-hs: shrink = {s!r} must be a finite number, 0 or more")
             uses = groups.setdefault((int(r), float(s)), {})
             uses[band] = uses.get(band, 0.0) + 1.0 / len(rs)
+    scene = _check_scene(scene, M_lr.shape[0], C)
     if len(groups) == 1:
         (r, s), = groups
-        return local_regression(L, M_lr, r, eps, s)
+        return local_regression(L, M_lr, r, eps, s, scene=scene)
     a = torch.zeros(M_lr.shape[0], C, *L.shape[-2:], dtype=L.dtype)
     b = torch.zeros(C, *L.shape[-2:], dtype=L.dtype)
     for (r, s), uses in groups.items():
         idx = list(uses)
         wt = torch.tensor(list(uses.values()), dtype=L.dtype)
-        ag, bg = local_regression(L[idx], M_lr, r, eps, s)
+        ag, bg = local_regression(L[idx], M_lr, r, eps, s, scene=_scene_bands(scene, idx))
         a[:, idx] += ag * wt[:, None, None]
         b[idx] += bg * wt[:, None, None]
     return a, b
@@ -297,12 +348,15 @@ def _ms_lr(msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int, lr_hw: t
 
 
 def glp_hs(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
-            radius: Any = 2, eps: float = 1e-8, shrink: Any = 0.0, **_: Any) -> np.ndarray:
+            radius: Any = 2, eps: float = 1e-8, shrink: Any = 0.0, scene_fit: dict[str, Any] | None = None,
+            **_: Any) -> np.ndarray:
     """glp-hs with a given regression (``radius``, ``shrink``: one value, or a list with one per HS
     band; the defaults are the fixed regression CoFusion's shipped weights were trained on) or
     ``radius="auto"``: chosen from this pair, band by band, by :func:`select_regularisation` (the
     registered method's default, resolved once for the whole scene by :func:`prepare_glp_hs` when
-    run through ``fuse``)."""
+    run through ``fuse``). ``scene_fit`` (:func:`global_fit` of the whole pair, set by
+    :func:`prepare_glp_hs`): the global candidate and the shrink's target, the same in every block;
+    None fits them on this (block of the) pair."""
     # the regression (small, ill-conditioned normal equations) runs in float64 at the LR size;
     # the HR work (upsampling 3·C coefficient maps, injection) in float32, which changes the
     # result by ~1e-6 and halves the time
@@ -317,7 +371,7 @@ def glp_hs(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
             pick = select_regularisation(lr, M_lr[..., : L.shape[-2], : L.shape[-1]].numpy(), eps, msi=msi,
                                          scale=scale, kernel=kernel, phase=phase)
             radius, shrink = pick["radius"], pick["shrink"]
-        a, b = _regression(L, M_lr, radius, shrink, eps)
+        a, b = _regression(L, M_lr[..., : L.shape[-2], : L.shape[-1]], radius, shrink, eps, scene_fit)
         a, b = a.float(), b.float()
         c, C = a.shape[:2]
         at = ops.sample_centre(kernel, phase)  # where the LR samples lie (between HR pixels for even PSFs)
@@ -332,12 +386,15 @@ def prepare_glp_hs(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
     """Resolve ``radius="auto"`` on the whole pair (so every block of a block-wise run uses the
     same regression); the chosen radius and shrink, and the selection's errors, go to the result's
     metadata."""
+    ms_lr = _ms_lr(msi, kernel, scale, phase, lr.shape[-2:])
+    eps = options.get("eps", 1e-8)
+    with torch.inference_mode():
+        scene = global_fit(torch.from_numpy(lr).double(), ms_lr, eps)
     if options.get("radius", "auto") != "auto":
-        return dict(options)
-    pick = select_regularisation(lr, _ms_lr(msi, kernel, scale, phase, lr.shape[-2:]).numpy(), options.get("eps", 1e-8),
-                                 msi=msi, scale=scale, kernel=kernel, phase=phase)
+        return {**options, "scene_fit": scene}
+    pick = select_regularisation(lr, ms_lr.numpy(), eps, msi=msi, scale=scale, kernel=kernel, phase=phase)
     return {**options, "radius": pick["radius"], "shrink": pick["shrink"], "selection": pick["errors"],
-            "cross": pick["cross"], "allowed": pick["allowed"], "bands": pick["bands"]}
+            "cross": pick["cross"], "allowed": pick["allowed"], "bands": pick["bands"], "scene_fit": scene}
 
 
 def glp_hs_reach(scale: int, kernel: Any, radius: int = 4) -> int:

@@ -128,7 +128,8 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
     momentum = options.get("momentum", "auto")
     out = {**options, "rounds": rounds_for(scale) if rounds == "auto" else rounds,
            "momentum": momentum_for(scale) if momentum == "auto" else momentum,
-           "radius": opts["radius"], "shrink": opts["shrink"], **({"bands": opts["bands"]} if "bands" in opts else {}),
+           "radius": opts["radius"], "shrink": opts["shrink"], "scene_fit": opts["scene_fit"],
+           **({"bands": opts["bands"]} if "bands" in opts else {}),
            "srf": np.asarray(R).tolist(),
            "fit_residual": float(fit)}
     if not fit <= AUTO_MAX_RESIDUAL:
@@ -142,7 +143,7 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
 def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
            rounds: "int | str" = "auto", guide_radius: int = GUIDE_RADIUS, radius: "int | str" = "auto",
            shrink: float = 0.0, srf: Any = None, fallback: str | None = None, momentum: "float | str" = "auto",
-           **_: Any) -> np.ndarray:
+           scene_fit: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
     """See the module docstring. ``srf`` (c, C) is fitted to (this block of) the pair when not
     given; ``fallback`` (set by :func:`prepare_pnp_gf`) returns glp-hs. ``rounds="auto"``:
     :func:`rounds_for` the scale; ``momentum="auto"``: :func:`momentum_for` the scale."""
@@ -156,7 +157,7 @@ def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
         momentum = momentum_for(scale)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
         raise CubeError(f"pnp-gf: momentum = {momentum!r} must be a number from 0 up to (not including) 1")
-    z = np.clip(glp_hs(lr, msi, scale, kernel, phase, radius=radius, shrink=shrink), 0.0, 1.0).astype(np.float32)
+    z = np.clip(glp_hs(lr, msi, scale, kernel, phase, radius=radius, shrink=shrink, scene_fit=scene_fit), 0.0, 1.0).astype(np.float32)
     if fallback:
         return z
     R = np.asarray(srf, dtype=np.float64) if srf is not None else observation_srf(lr, msi, kernel, scale, phase)[0]

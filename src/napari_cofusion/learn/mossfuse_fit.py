@@ -126,7 +126,7 @@ def fit_pair(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, cfg: FitCo
         opt_deg.zero_grad()
         loss.backward()
         opt_deg.step()
-        return float(loss)
+        return float(loss.detach())
 
     for _ in range(cfg.degradation_steps):
         degradation_step()
