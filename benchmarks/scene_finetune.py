@@ -12,7 +12,7 @@ the pair (its learned PSF sigma and SRF error printed beside the estimator's), a
 gets the no-reference QNR, D_λ, D_s (``--houston``).
 
     .venv/bin/python benchmarks/scene_finetune.py [--scales 4 8] [--scenes dcmall ...] [--houston]
-        [--finetune] [--threads 2] [--out rows.json]
+        [--finetune] [--threads 2] [--out rows.json] [--columns pnp-gf ...] [--replace old_rows.json]
     .venv/bin/python benchmarks/scene_finetune.py --markdown rows.json   # the README's table
 """
 
@@ -97,7 +97,7 @@ def _timed_fuse(lr, msi, meth, deg, opts):
     return r, time.perf_counter() - t0, caught
 
 
-def run_scene(name: str, scale: int, finetune: bool, steps: int | None) -> list[dict]:
+def run_scene(name: str, scale: int, finetune: bool, steps: int | None, columns: list[str] | None = None) -> list[dict]:
     ref = load(name)
     _, _, srf, psf = SCENES[name]
     pair = simulate_pair(ref, scale=scale, psf=psf, srf=srf)
@@ -111,6 +111,8 @@ def run_scene(name: str, scale: int, finetune: bool, steps: int | None) -> list[
            "fit_residual": deg.residual, "doubts": estimate_doubts(deg)}
     rows = []
     for col, meth, opts in METHODS:
+        if columns is not None and col not in columns:
+            continue
         r, secs, caught = _timed_fuse(lr, msi, meth, deg, opts)
         secs += t_est if meth in PAIR_ONLY else 0.0
         m = metrics.full_reference(r.cube.data, X, scale)
@@ -211,6 +213,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _merged(kept: list[dict], new: list[dict]) -> list[dict]:
+    """``kept`` with each row that ``new`` re-measured (same scene, scale, method) replaced in place,
+    and the rest of ``new`` appended."""
+    key = lambda r: (r["scene"], r["scale"], r["method"])  # noqa: E731
+    fresh = {key(r): r for r in new}
+    out = [fresh.pop(key(r), r) for r in kept]
+    return out + [r for r in new if key(r) in fresh]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", nargs="*", default=list(SCENES), help="none: only --houston")
@@ -221,19 +232,25 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the rows to this JSON file")
     ap.add_argument("--markdown", default=None, metavar="ROWS.json", help="only print the table of a saved run")
+    ap.add_argument("--columns", nargs="+", default=None, choices=[c for c, _, _ in METHODS],
+                    help="run only these columns (default: all)")
+    ap.add_argument("--replace", default=None, metavar="ROWS.json",
+                    help="a saved run whose rows for the re-run scenes, scales and columns are replaced (--out gets the whole table)")
     a = ap.parse_args(argv)
     if a.markdown:
         print(markdown(json.loads(Path(a.markdown).read_text())))
         return 0
     print(f"[bench] torch threads {set_threads(a.threads)}", flush=True)
     rows: list[dict] = []
+    kept = json.loads(Path(a.replace).read_text()) if a.replace else []
     for scale in a.scales:
         for name in a.scenes:
-            got = run_scene(name, scale, a.finetune, a.steps)
+            got = run_scene(name, scale, a.finetune, a.steps, a.columns)
             _print(got)
             rows += got
             if a.out:
-                Path(a.out).write_text(json.dumps(rows, indent=1))
+                Path(a.out).write_text(json.dumps(_merged(kept, rows), indent=1))
+    rows = _merged(kept, rows)
     if a.houston:
         got = houston_rows()
         _print(got)

@@ -263,7 +263,7 @@ def test_cli_fuses_a_real_crop_with_pnp_gf(pavia_pair, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "estimated from the pair: PSF gaussian sigma" in text and "phase 2" in text
     chosen = next(line for line in text.splitlines() if line.startswith("chosen from the pair: "))
-    assert "rounds 15" in chosen and "momentum 0" in chosen and "best candidates) " in chosen and "r2/s0 in " in chosen  # ×4: plain rounds
+    assert "rounds 20" in chosen and "momentum 0.7" in chosen and "best candidates) " in chosen and "r2/s0 in " in chosen  # ×4
     assert "fit_residual" in text
     out = read_cube(tmp_path / "fused.hdr")
     assert out.shape == p.reference.shape

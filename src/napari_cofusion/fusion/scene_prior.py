@@ -15,20 +15,18 @@ plug-and-play scheme) between
    detail the HRMSI explains and drops the rest,
 
 starting from glp-hs (its regression chosen from the pair) and ending with a projection, so the
-result agrees with both observations. From ×8 up every round starts from the current cube pushed
-on along its last change (heavy-ball momentum :data:`MOMENTUM`, restarted at the pixels where a
-round turns back): there the plain rounds approach
-their fixed point slowly (Salinas-A gains +0.72 dB at 40 rounds and +1.32 at 160). Nothing is learnt from other scenes: the window
-coefficients are fitted to this scene in every round.
+result agrees with both observations. Every round starts from the current cube pushed on along its
+last change (heavy-ball momentum, :func:`momentum_for`: 0.7 at ×4, 0.92 from ×8 up, restarted at
+the pixels where a round turns back): the plain rounds approach their fixed point slowly on some
+scenes (Salinas-A ×8 gains +0.72 dB at 40 rounds and +1.32 at 160). Nothing is learnt from other
+scenes: the window coefficients are fitted to this scene in every round.
 
 Measured with the PSF and phase estimated from the pair (benchmarks/scene_finetune.py, the README's
-table): ×4, 15 rounds, over glp-hs (its regression chosen band by band): DC Mall +1.10 dB, PaviaU
-+0.50, Salinas-A +1.46, Jasper Ridge +1.02, CAVE oil_painting / paints (3-band camera, σ 2 px)
-+0.58 / +1.51: +1.03 dB on average with a lower SAM on every scene; ×8, 40 plain rounds, +0.27 to
-+0.70, +0.52 on average (80 rounds with momentum: the README's table). A network added after these rounds (a small CNN in a
-k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and this prior,
-200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more (zero-shot,
-reduced resolution) it lost 3 dB on DC Mall before the projection.
+table, 2026-12-05): over glp-hs (the mean of its best three regressions per band), ×4 (20 rounds,
+momentum 0.7) and ×8 (80 rounds, 0.92): the README's table. A network added after these rounds (a
+small CNN in a k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and
+this prior, 200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more
+(zero-shot, reduced resolution) it lost 3 dB on DC Mall before the projection.
 
 It needs the observation model to hold: when the fitted SRF leaves a relative residual above
 :data:`~napari_cofusion.degrade.consistency.AUTO_MAX_RESIDUAL` (a wrong PSF or phase, noise,
@@ -51,7 +49,7 @@ from napari_cofusion.fusion.classical import glp_hs, glp_hs_reach, local_regress
 from napari_cofusion.fusion.registry import FusionMethod, register
 
 __all__ = ["guided_filter", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_ROUNDS", "GUIDE_RADIUS", "MOMENTUM",
-           "momentum_for"]
+           "MOMENTUM_X4", "momentum_for"]
 
 #: plug-and-play rounds (projection, then guided filter) by scale (``rounds="auto"``); each round
 #: costs about one data-consistency projection. Without momentum, 15 / 40 / 80 rounds over glp-hs
@@ -61,7 +59,13 @@ __all__ = ["guided_filter", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_R
 #: point (PaviaU +0.76 at 160, Salinas-A +0.72 / +0.97 / +1.32 at 40 / 80 / 160). With
 #: :data:`MOMENTUM` 0.85, ×8 at 40 / 80 / 160 rounds: PaviaU +0.90 / +1.08 / +1.17, Salinas-A
 #: +1.58 / +2.08 / +2.47, Jasper Ridge +0.71 at 40 and 80, DC Mall +0.62 at 40 and 80 (2026-12-02)
-DEFAULT_ROUNDS = {2: 15, 4: 15, 8: 80}
+#: At ×4, 20 rounds with momentum :data:`MOMENTUM_X4` (2026-12-05, glp-hs choosing the mean of its
+#: best three regressions, the PSF estimated from the pair; gains over that glp-hs, plain 15
+#: rounds → 0.7 at 15 / 20 rounds): DC Mall +1.00 → +0.85 / +0.82, PaviaU +0.58 → +0.62 / +0.63,
+#: Salinas-A +1.31 → +1.85 / +2.16, Jasper Ridge +0.96 → +0.90 / +0.92, oil_painting +0.42 → +0.49
+#: / +0.53, paints +1.58 → +2.12 / +2.25: mean +0.97 → +1.14 / +1.22, a lower SAM than glp-hs on
+#: every scene. (0.9 swings: DC Mall +0.54 at 15 rounds; 0.5 at 20: oil_painting +0.49, paints +2.07.)
+DEFAULT_ROUNDS = {2: 15, 4: 20, 8: 80}
 #: heavy-ball momentum of the rounds: each round starts from ``z + m (z − z_previous)`` (clipped to
 #: [0, 1]), and at each pixel where a round's change turns back on the one before (negative inner
 #: product over the bands) the next round gets no push (adaptive restart, O'Donoghue & Candès
@@ -76,11 +80,15 @@ DEFAULT_ROUNDS = {2: 15, 4: 15, 8: 80}
 #: (+1.46), oil_painting +0.85 (+0.58), paints +2.01 (+1.51): still swinging after 15 rounds on
 #: three scenes, so ×4 keeps the plain rounds its table was measured with
 MOMENTUM = 0.92
+#: the milder momentum of the ×4 rounds (see :data:`DEFAULT_ROUNDS`): 0.92 still swings after 15
+#: rounds there, 0.7 gains on four scenes of six and gives up 0.18 dB on DC Mall
+MOMENTUM_X4 = 0.7
 
 
 def momentum_for(scale: int) -> float:
-    """The default momentum at this scale: :data:`MOMENTUM` from ×8 up, none below."""
-    return MOMENTUM if int(scale) >= 8 else 0.0
+    """The default momentum at this scale: :data:`MOMENTUM` from ×8 up, :data:`MOMENTUM_X4` from
+    ×4 up, none below (×2 was not measured with momentum)."""
+    return MOMENTUM if int(scale) >= 8 else MOMENTUM_X4 if int(scale) >= 4 else 0.0
 
 
 def rounds_for(scale: int) -> int:
