@@ -250,11 +250,11 @@ def main(argv=None) -> int:
             rows += got
             if a.out:
                 Path(a.out).write_text(json.dumps(_merged(kept, rows), indent=1))
-    rows = _merged(kept, rows)
     if a.houston:
         got = houston_rows()
         _print(got)
         rows += got
+    rows = _merged(kept, rows)
     summary(rows)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))

@@ -76,17 +76,24 @@ def local_regression(lr: torch.Tensor, ms_lr: torch.Tensor, radius: int, eps: fl
     ``scene`` (:func:`global_fit` of the whole pair, for these bands) is the global fit to use
     instead of this frame's own: a block of a block-wise run then gives what the whole frame gives."""
     r = max(int(radius), 0)
-    if scene is not None and (r == 0 or shrink > 0):
+    if scene is not None and r == 0:
         a_g = torch.as_tensor(np.asarray(scene["a"]), dtype=lr.dtype)  # (c, C)
-        if r == 0:
-            b_g = torch.as_tensor(np.asarray(scene["b"]), dtype=lr.dtype)
-            hw = lr.shape[-2:]
-            return a_g[:, :, None, None].expand(*a_g.shape, *hw), b_g[:, None, None].expand(-1, *hw)
-        moments = _moments(lr, ms_lr, weight, r)
-        return _solve(moments, None, r, eps, shrink, (a_g, float(scene["variance"])))
-    moments = _moments(lr, ms_lr, weight, r)
-    glob = _moments(lr, ms_lr, weight, 0) if r > 0 and shrink > 0 else None
-    return _solve(moments, glob, r, eps, shrink)
+        b_g = torch.as_tensor(np.asarray(scene["b"]), dtype=lr.dtype)
+        hw = lr.shape[-2:]
+        return a_g[:, :, None, None].expand(*a_g.shape, *hw), b_g[:, None, None].expand(-1, *hw)
+    target = None
+    if r > 0 and shrink > 0:
+        target = ((torch.as_tensor(np.asarray(scene["a"]), dtype=lr.dtype), float(scene["variance"]))
+                  if scene is not None else _global_target(_moments(lr, ms_lr, weight, 0), eps))
+    return _solve(_moments(lr, ms_lr, weight, r), r, eps, shrink, target)
+
+
+def _global_target(glob: tuple[torch.Tensor, ...], eps: float) -> tuple[torch.Tensor, float]:
+    """From the global moments (:func:`_moments` with r = 0): the global fit's coefficients (c, C)
+    and the MS bands' mean variance (+ eps), which scales the shrink's ridge."""
+    _, _, gMM, gML = (t[..., 0, 0] for t in glob)
+    gMM = gMM + eps * torch.eye(gMM.shape[0], dtype=gMM.dtype)
+    return torch.linalg.solve(gMM, gML), float(torch.diagonal(gMM).mean())
 
 
 def global_fit(lr: torch.Tensor, ms_lr: torch.Tensor, eps: float) -> dict[str, Any]:
@@ -95,28 +102,21 @@ def global_fit(lr: torch.Tensor, ms_lr: torch.Tensor, eps: float) -> dict[str, A
     :func:`prepare_glp_hs` makes it once for the scene, so that the global candidate and the
     shrink's target are the scene's in every block, not each block's own."""
     moments = _moments(lr, ms_lr, None, 0)
-    a, b = _solve(moments, None, 0, eps, 0.0)
-    c = moments[0].shape[0]
-    var = float(torch.diagonal(moments[2][..., 0, 0]).mean()) + eps
-    return {"a": a[..., 0, 0].tolist(), "b": b[:, 0, 0].tolist(), "variance": var, "bands": c}
+    a, variance = _global_target(moments, eps)
+    b = moments[1][:, 0, 0] - torch.einsum("kb,k->b", a, moments[0][:, 0, 0])
+    return {"a": a.tolist(), "b": b.tolist(), "variance": variance}
 
 
-def _solve(moments: tuple[torch.Tensor, ...], glob: tuple[torch.Tensor, ...] | None, r: int, eps: float,
-           shrink: float, target: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`local_regression` from the window moments (and, for ``shrink``, the global moments
-    ``glob`` or a given ``target``: the global coefficients (c, C) and the MS bands' variance)."""
+def _solve(moments: tuple[torch.Tensor, ...], r: int, eps: float, shrink: float,
+           target: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`local_regression` from the window moments and, for ``shrink``, the ``target``
+    (:func:`_global_target`: the global coefficients (c, C) and the MS bands' variance)."""
     mM, mL, MM, ML = moments
     c = mM.shape[0]
     eye = torch.eye(c, dtype=MM.dtype)[:, :, None, None]
     MM = MM + eps * eye
     if r > 0 and shrink > 0:
-        if target is not None:
-            a_global, variance = target
-        else:
-            _, _, gMM, gML = (t[..., :1, :1] for t in glob)
-            gMM = gMM + eps * eye
-            a_global = torch.linalg.solve(gMM[..., 0, 0], gML[..., 0, 0])  # (c, C)
-            variance = float(torch.diagonal(gMM[..., 0, 0]).mean())
+        a_global, variance = target
         ridge = shrink * variance
         MM = MM + ridge * eye
         ML = ML + ridge * a_global[:, :, None, None]
@@ -196,10 +196,11 @@ def _held_out_errors(lr: np.ndarray, ms_lr: np.ndarray, eps: float,
             held = fold == f
             weight = (~held).double()
             glob = _moments(L, Mt, weight, 0)  # shared by every radius of this fold
+            target = _global_target(glob, eps)  # and the target of every shrink
             for r in sorted({r for r, _ in candidates}):
                 moments = glob if r == 0 else _moments(L, Mt, weight, r)  # shared by the shrinks of r
                 for rs in (rs for rs in candidates if rs[0] == r):
-                    a, b = _solve(moments, glob, r, eps, rs[1])
+                    a, b = _solve(moments, r, eps, rs[1], target)
                     pred = torch.einsum("kbhw,khw->bhw", a, Mt) + b
                     err[index[rs]] += ((pred - L) ** 2)[:, held].sum(1)
     return err.numpy(), float((L ** 2).sum())
