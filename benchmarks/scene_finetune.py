@@ -13,6 +13,7 @@ gets the no-reference QNR, D_λ, D_s (``--houston``).
 
     .venv/bin/python benchmarks/scene_finetune.py [--scales 4 8] [--scenes dcmall ...] [--houston]
         [--finetune] [--threads 2] [--out rows.json] [--columns pnp-gf ...] [--replace old_rows.json]
+        [--psf weak]
     .venv/bin/python benchmarks/scene_finetune.py --markdown rows.json   # the README's table
 """
 
@@ -97,10 +98,11 @@ def _timed_fuse(lr, msi, meth, deg, opts):
     return r, time.perf_counter() - t0, caught
 
 
-def run_scene(name: str, scale: int, finetune: bool, steps: int | None, columns: list[str] | None = None) -> list[dict]:
+def run_scene(name: str, scale: int, finetune: bool, steps: int | None, columns: list[str] | None = None,
+              psf_override: str | None = None) -> list[dict]:
     ref = load(name)
     _, _, srf, psf = SCENES[name]
-    pair = simulate_pair(ref, scale=scale, psf=psf, srf=srf)
+    pair = simulate_pair(ref, scale=scale, psf=psf_override or psf, srf=srf)
     lr, msi = pair.lr, pair.msi
     lr.meta.pop("recipe", None)  # the pair alone: no recipe, the degradation is estimated
     X = pair.reference.data
@@ -117,7 +119,7 @@ def run_scene(name: str, scale: int, finetune: bool, steps: int | None, columns:
         secs += t_est if meth in PAIR_ONLY else 0.0
         m = metrics.full_reference(r.cube.data, X, scale)
         o = r.meta.get("options", {})
-        rows.append({"scene": name, "scale": scale, "bands": ref.bands, "ms_bands": msi.bands, "size": list(X.shape[1:]),
+        rows.append({"scene": name, "scale": scale, **({"psf": psf_override} if psf_override else {}), "bands": ref.bands, "ms_bands": msi.bands, "size": list(X.shape[1:]),
                      "method": col, **{k: round(float(m[k]), 4) for k in ("psnr", "ssim", "sam", "ergas")},
                      "minutes": round(secs / 60, 3),
                      **({"regression": o.get("bands")} if o.get("bands") and not opts else {}),
@@ -170,7 +172,8 @@ def _print(rows: list[dict]) -> None:
             if "moss_sigma" in r:
                 extra += (f"  learned σ {r['moss_sigma']:.3f} (estimator {r['est_sigma']:.3f}), SRF error "
                           f"{r['moss_srf_err']:.3f} (estimator {r['est_srf_err']:.3f})")
-            print(f"[{r['scene']} ×{r['scale']}] {r['method']:11s} PSNR {r['psnr']:6.2f} SSIM {r['ssim']:.4f} "
+            where = f"{r['scene']} ×{r['scale']}" + (f", PSF {r['psf']}" if r.get("psf") else "")
+            print(f"[{where}] {r['method']:11s} PSNR {r['psnr']:6.2f} SSIM {r['ssim']:.4f} "
                   f"SAM {r['sam']:5.2f} ERGAS {r['ergas']:6.2f} {r['minutes'] * 60:6.1f} s{extra}", flush=True)
         else:
             print(f"[{r['scene']}] {r['method']:11s} QNR {r['qnr']:.4f} D_λ {r['d_lambda']:.4f} D_s {r['d_s']:.4f} "
@@ -216,7 +219,7 @@ def markdown(rows: list[dict]) -> str:
 def _merged(kept: list[dict], new: list[dict]) -> list[dict]:
     """``kept`` with each row that ``new`` re-measured (same scene, scale, method) replaced in place,
     and the rest of ``new`` appended."""
-    key = lambda r: (r["scene"], r["scale"], r["method"])  # noqa: E731
+    key = lambda r: (r["scene"], r["scale"], r.get("psf"), r["method"])  # noqa: E731
     fresh = {key(r): r for r in new}
     out = [fresh.pop(key(r), r) for r in kept]
     return out + [r for r in new if key(r) in fresh]
@@ -234,6 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default=None, metavar="ROWS.json", help="only print the table of a saved run")
     ap.add_argument("--columns", nargs="+", default=None, choices=[c for c, _, _ in METHODS],
                     help="run only these columns (default: all)")
+    ap.add_argument("--psf", default=None, help="simulate every scene with this PSF instead of its own (e.g. weak: a sharp "
+                    "PSF, aliased LR samples); the rows record it")
     ap.add_argument("--replace", default=None, metavar="ROWS.json",
                     help="a saved run whose rows for the re-run scenes, scales and columns are replaced (--out gets the whole table)")
     a = ap.parse_args(argv)
@@ -245,7 +250,7 @@ def main(argv=None) -> int:
     kept = json.loads(Path(a.replace).read_text()) if a.replace else []
     for scale in a.scales:
         for name in a.scenes:
-            got = run_scene(name, scale, a.finetune, a.steps, a.columns)
+            got = run_scene(name, scale, a.finetune, a.steps, a.columns, a.psf)
             _print(got)
             rows += got
             if a.out:

@@ -136,3 +136,21 @@ def test_edge_weighted_lr_correction_solves_exactly():
     change = (out - zt).abs().mean(0).numpy()
     assert change[amp > np.percentile(amp, 90)].mean() > 1.5 * change[amp < np.percentile(amp, 10)].mean()
     assert np.array_equal(edge_weight(np.full((3, 32, 32), 0.5, np.float32)), np.ones((32, 32), np.float32))
+
+
+def test_psf_spread_is_the_psfs_width_within_bounds():
+    """pnp-gf's correction width: a Gaussian PSF's sigma (a little less where the kernel cuts its
+    tails), at least SPREAD_MIN_PX and at most SPREAD_MAX_PER_SCALE · scale; a bad width is refused."""
+    from napari_cofusion.core import ops
+    from napari_cofusion.degrade.consistency import SPREAD_MAX_PER_SCALE, SPREAD_MIN_PX, psf_spread, spread_kernel
+    from napari_cofusion.degrade.simulate import dhif_kernel
+
+    assert ops.kernel_sigma(ops.gaussian_kernel(25, 3.0)) == pytest.approx(3.0, abs=0.01)
+    assert 0.40 < ops.kernel_sigma(ops.gaussian_kernel(3, 0.5)) < 0.5
+    # the even dhif kernel: its width about its own (half-pixel) centre, not about a pixel
+    assert ops.kernel_sigma(dhif_kernel(8)) == pytest.approx(ops.kernel_sigma(dhif_kernel(8)[:, ::-1]))
+    assert psf_spread(ops.gaussian_kernel(13, 2.0), 4) == pytest.approx(ops.kernel_sigma(ops.gaussian_kernel(13, 2.0)))
+    assert psf_spread(np.ones((1, 1)), 4) == SPREAD_MIN_PX
+    assert psf_spread(ops.gaussian_kernel(61, 10.0), 4) == SPREAD_MAX_PER_SCALE * 4
+    with pytest.raises(CubeError, match="spread"):
+        spread_kernel(4, sigma=0.0)

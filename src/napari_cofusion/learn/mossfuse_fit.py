@@ -159,7 +159,7 @@ def fit_pair(lr: np.ndarray, msi: np.ndarray, scale: int, phase: int, cfg: FitCo
         opt.zero_grad()
         loss.backward()
         opt.step()
-        terms = {k: float(v) for k, v in terms.items()}
+        terms = {k: float(v.detach()) for k, v in terms.items()}
         terms["degradation"] = degradation_step()
         history.append(terms)
         if progress is not None:

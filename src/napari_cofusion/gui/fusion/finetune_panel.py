@@ -65,7 +65,7 @@ ROUTE_TIP = ("What Fine-tune does when the pair has no reference layer (benchmar
 
 #: shown when the pair has no reference layer: what measured best without one
 PAIR_ONLY_HINT = ("No reference layer: Fine-tune runs the route chosen below. Its default, pnp-gf, gained "
-                  "+1.0 dB at ×4 and +0.5 dB at ×8 over glp-hs on average, with no training, and falls back to "
+                  "+1.2 dB at ×4 and +1.0 dB at ×8 over glp-hs on average, with no training, and falls back to "
                   "glp-hs (saying why) when the pair does not fit the observation model; a CoFusion fine-tune "
                   "gained +0.01 to +0.07 dB.")
 
