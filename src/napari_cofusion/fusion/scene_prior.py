@@ -41,7 +41,7 @@ records the fallback.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from napari_cofusion.degrade.consistency import (AUTO_MAX_RESIDUAL, edge_weight,
 from napari_cofusion.fusion.classical import glp_hs, glp_hs_reach, local_regression, prepare_glp_hs
 from napari_cofusion.fusion.registry import FusionMethod, register
 
-__all__ = ["guided_filter", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_ROUNDS", "GUIDE_RADIUS", "MOMENTUM",
+__all__ = ["guided_filter", "plug_and_play", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_ROUNDS", "GUIDE_RADIUS", "MOMENTUM",
            "MOMENTUM_X4", "momentum_for"]
 
 #: plug-and-play rounds (projection, then guided filter) by scale (``rounds="auto"``); each round
@@ -175,17 +175,32 @@ def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
     R = np.asarray(srf, dtype=np.float64) if srf is not None else observation_srf(lr, msi, kernel, scale, phase)[0]
     amp = edge_weight(msi)
     spread = psf_spread(kernel, scale)  # bumps as wide as the PSF: wider ones drift on a sharp PSF
+
+    def project(y: np.ndarray) -> np.ndarray:
+        return project_observations(y, lr, msi, kernel, scale, phase, R, amp=amp, spread=spread)
+
+    z = plug_and_play(z, project, lambda y: guided_filter(y, msi, int(guide_radius)), int(rounds), float(momentum))
+    return project(z)
+
+
+def plug_and_play(z: np.ndarray, project: Callable[[np.ndarray], np.ndarray],
+                  prior: Callable[[np.ndarray], np.ndarray], rounds: int, momentum: float = 0.0,
+                  clip: bool = True) -> np.ndarray:
+    """``rounds`` rounds of ``z ← prior(project(z))`` from ``z`` (C, H, W), each started from the
+    cube pushed on along its last change (heavy-ball ``momentum``, 0 for none) with a pixel-wise
+    adaptive restart: where a round's change turns back on the one before (negative inner product
+    over the bands), the next round gets no push. ``clip``: keep the cube (and each push) in [0, 1].
+    Returns the last prior's output (callers end with their own projection)."""
+    box = (lambda a: np.clip(a, 0.0, 1.0)) if clip else (lambda a: a)
     prev = z  # the round before's cube (``z`` itself: no push)
-    for _ in range(int(rounds)):
-        y = np.clip(z + momentum * (z - prev), 0.0, 1.0) if momentum else z
-        y = project_observations(y, lr, msi, kernel, scale, phase, R, amp=amp, spread=spread)
-        z_new = np.clip(guided_filter(y, msi, int(guide_radius)), 0.0, 1.0)
-        if momentum:  # adaptive restart, pixel by pixel: where this round's change turned back on the
-            # last one (negative inner product over the bands), the next round gets no push
+    for _ in range(rounds):
+        y = box(z + momentum * (z - prev)) if momentum else z
+        z_new = box(prior(project(y)))
+        if momentum:
             turned = np.einsum("chw,chw->hw", z_new - z, z - prev) < 0.0
             prev = np.where(turned[None], z_new, z)
         z = z_new
-    return project_observations(z, lr, msi, kernel, scale, phase, R, amp=amp, spread=spread)
+    return z
 
 
 def _reach(scale: int, kernel: Any) -> int:
