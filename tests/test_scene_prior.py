@@ -186,6 +186,28 @@ def test_guided_filter_slabs_equal_the_whole_frame(monkeypatch):
     np.testing.assert_allclose(scene_prior.guided_filter(z, guide, 2), whole, atol=1e-6)
 
 
+def test_plug_and_play_rounds_reach_the_fixed_point_and_keep_the_box():
+    """Rounds of a contraction (projection: identity; prior: halfway to a target) approach the target,
+    faster with momentum; ``clip`` keeps every round in [0, 1], ``clip=False`` lets coefficients
+    leave it; no rounds returns the start."""
+    rng = np.random.default_rng(1)
+    z0 = rng.random((3, 8, 8)).astype(np.float32)
+    target = rng.random((3, 8, 8)).astype(np.float32)
+    ident = lambda y: y  # noqa: E731
+    prior = lambda y: 0.5 * (y + target)  # noqa: E731
+    assert np.array_equal(scene_prior.plug_and_play(z0, ident, prior, 0), z0)
+    plain = scene_prior.plug_and_play(z0, ident, prior, 6)
+    pushed = scene_prior.plug_and_play(z0, ident, prior, 6, momentum=0.3)
+    err0 = np.abs(z0 - target).max()
+    assert np.abs(pushed - target).max() < np.abs(plain - target).max() < err0 / 50
+    seen = []
+    outside = lambda y: seen.append(y.copy()) or 3.0 * y - 1.0  # noqa: E731
+    boxed = scene_prior.plug_and_play(z0, ident, outside, 3, momentum=0.5)
+    assert boxed.min() >= 0.0 and boxed.max() <= 1.0 and all(0.0 <= s.min() and s.max() <= 1.0 for s in seen)
+    free = scene_prior.plug_and_play(z0, ident, outside, 1, clip=False)
+    np.testing.assert_allclose(free, 3.0 * z0 - 1.0, rtol=1e-6)
+
+
 def test_pnp_gf_beats_glp_hs_from_the_pair_alone(pavia_pair):
     """Estimated PSF and phase, fitted SRF: better PSNR and SAM than glp-hs given the same estimate,
     and the result agrees with both observations."""
