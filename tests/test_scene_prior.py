@@ -282,7 +282,7 @@ def test_pnp_gf_falls_back_on_a_pair_the_model_does_not_explain(shared_data):
 def test_pnp_gf_refuses_bad_options(pavia_pair):
     p = pavia_pair
     for bad in ({"rounds": -1}, {"rounds": 2.5}, {"guide_radius": 0}, {"momentum": 1.0}, {"momentum": -0.1},
-                {"momentum": True}):
+                {"momentum": True}, {"guide_eps": 0.0}, {"guide_eps": float("nan")}, {"guide_eps": "1e-6"}):
         with pytest.raises(CubeError, match="pnp-gf"):
             fuse(p.lr, p.msi, "pnp-gf", psf="wald", **bad)
 

@@ -29,7 +29,10 @@ table, 2026-12-05): over glp-hs (the mean of its best three regressions per band
 momentum 0.7) and ×8 (80 rounds, 0.92): the README's table. A network added after these rounds (a
 small CNN in a k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and
 this prior, 200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more
-(zero-shot, reduced resolution) it lost 3 dB on DC Mall before the projection.
+(zero-shot, reduced resolution) it lost 3 dB on DC Mall before the projection. A per-pixel network
+from the MS bands to the LRHSI's principal components, trained on the pair by the LR consistency
+loss, added nothing inside the rounds either, as their start or as extra guide channels
+(``benchmarks/pair_probes.py learned``, README).
 
 It needs the observation model to hold: when the fitted SRF leaves a relative residual above
 :data:`~napari_cofusion.degrade.consistency.AUTO_MAX_RESIDUAL` (a wrong PSF or phase, noise,
@@ -52,7 +55,7 @@ from napari_cofusion.degrade.consistency import (AUTO_MAX_RESIDUAL, edge_weight,
 from napari_cofusion.fusion.classical import glp_hs, glp_hs_reach, local_regression, prepare_glp_hs
 from napari_cofusion.fusion.registry import FusionMethod, register
 
-__all__ = ["guided_filter", "plug_and_play", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_ROUNDS", "GUIDE_RADIUS", "MOMENTUM",
+__all__ = ["guided_filter", "plug_and_play", "pnp_gf", "prepare_pnp_gf", "rounds_for", "DEFAULT_ROUNDS", "GUIDE_EPS", "GUIDE_RADIUS", "MOMENTUM",
            "MOMENTUM_X4", "momentum_for"]
 
 #: plug-and-play rounds (projection, then guided filter) by scale (``rounds="auto"``); each round
@@ -104,6 +107,15 @@ def rounds_for(scale: int) -> int:
 #: rounds radius 2 / 3: DC Mall 49.17 / 48.93, PaviaU 44.27 / 44.31, Salinas-A 55.51 / 55.63,
 #: Jasper Ridge 40.85 / 40.75
 GUIDE_RADIUS = 2
+#: ridge added to the MS covariance of every guided-filter window (cubes in [0, 1]): a guard only.
+#: A real ridge was measured and not adopted (2026-12-05, 20 rounds at ×4, 80 at ×8): 1e-6 helped
+#: at ×4 with the wald PSF (``benchmarks/pair_probes.py ridge``: PaviaU +0.65 → +0.68 dB over
+#: glp-hs, DC Mall +0.83 → +1.12, Salinas-A +2.22 → +2.48, Jasper Ridge +0.92 → +1.03; the CAVE
+#: scenes ±0.01; 1e-5 lost on all four), but it lost at ×8 (DC Mall 47.03 → 46.71 dB, PaviaU
+#: 43.43 → 41.78, below glp-hs: each round's ridge flattens the windows' fits a little and 80
+#: rounds add it up) and with the sharp ``weak`` PSF at ×4 (mean gain over glp-hs +0.71 → +0.58,
+#: Salinas-A 53.67 → 53.15 dB), so the choice would have to be fitted to the PSF and the scale
+GUIDE_EPS = 1e-8
 #: HR rows per guided-filter slab (its float64 normal equations are c·(c + C) values per pixel):
 #: small enough that a slab's planes stay in the cache; a CAVE ×8 frame (512², C = 31, c = 3) took
 #: 3.5 s with 2²⁴ values a slab and 2.0 s with 2²² (2²¹: 2.3 s), with the same result
@@ -153,7 +165,8 @@ def prepare_pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarr
 
 
 def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int,
-           rounds: "int | str" = "auto", guide_radius: int = GUIDE_RADIUS, radius: "int | str" = "auto",
+           rounds: "int | str" = "auto", guide_radius: int = GUIDE_RADIUS, guide_eps: float = GUIDE_EPS,
+           radius: "int | str" = "auto",
            shrink: float = 0.0, srf: Any = None, fallback: str | None = None, momentum: "float | str" = "auto",
            scene_fit: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
     """See the module docstring. ``srf`` (c, C) is fitted to (this block of) the pair when not
@@ -165,6 +178,8 @@ def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
         raise CubeError(f"pnp-gf: rounds = {rounds!r} must be a whole number from 0 to 200")
     if isinstance(guide_radius, bool) or not isinstance(guide_radius, (int, np.integer)) or not 1 <= guide_radius <= 8:
         raise CubeError(f"pnp-gf: guide_radius = {guide_radius!r} must be a whole number from 1 to 8")
+    if isinstance(guide_eps, bool) or not isinstance(guide_eps, (int, float)) or not 0.0 < guide_eps <= 1.0:
+        raise CubeError(f"pnp-gf: guide_eps = {guide_eps!r} must be a number above 0 and at most 1")
     if momentum == "auto":
         momentum = momentum_for(scale)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
@@ -179,7 +194,7 @@ def pnp_gf(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phas
     def project(y: np.ndarray) -> np.ndarray:
         return project_observations(y, lr, msi, kernel, scale, phase, R, amp=amp, spread=spread)
 
-    z = plug_and_play(z, project, lambda y: guided_filter(y, msi, int(guide_radius)), int(rounds), float(momentum))
+    z = plug_and_play(z, project, lambda y: guided_filter(y, msi, int(guide_radius), float(guide_eps)), int(rounds), float(momentum))
     return project(z)
 
 
@@ -211,7 +226,8 @@ def _reach(scale: int, kernel: Any) -> int:
 
 register(FusionMethod(
     "pnp-gf", "Pair-only fusion: glp-hs, then rounds of observation projection and an HR guided filter by the HRMSI",
-    pnp_gf, options={"rounds": "auto", "guide_radius": GUIDE_RADIUS, "radius": "auto", "momentum": "auto"},
+    pnp_gf, options={"rounds": "auto", "guide_radius": GUIDE_RADIUS, "guide_eps": GUIDE_EPS, "radius": "auto",
+             "momentum": "auto"},
     reach=_reach, prepare=prepare_pnp_gf,
     # float64 guided-filter slabs are bounded; the cube, the projection's copies and the edge map
     bytes_per_pixel=lambda C, c: 4.0 * C * 8 + 8.0 * c * (c + C),
