@@ -45,7 +45,8 @@ from napari_cofusion.core.errors import CofusionWarning  # noqa: E402
 from napari_cofusion.degrade import consistency as cons  # noqa: E402
 from napari_cofusion.degrade.estimate import estimate_degradation  # noqa: E402
 from napari_cofusion.degrade.simulate import simulate_pair  # noqa: E402
-from napari_cofusion.fusion.scene_prior import guided_filter, momentum_for, plug_and_play, rounds_for  # noqa: E402
+from napari_cofusion.fusion.scene_prior import (GUIDE_EPS, GUIDE_RADIUS, guided_filter, momentum_for,  # noqa: E402
+                                                plug_and_play, rounds_for)
 from napari_cofusion.learn.device import set_threads  # noqa: E402
 
 #: the ridge of the guided filter when its guide has extra (feature) channels: they are close to
@@ -67,6 +68,7 @@ class Scene:
         self.kernel, self.phase = np.asarray(self.deg.kernel), self.deg.phase
         self.L, self.M = self.lr.data, self.msi.data
         self.glp = self.fuse("glp-hs")
+        self.glp_psnr = float(metrics.psnr(self.glp, self.X))
         t0 = time.perf_counter()
         self.pnp = self.fuse("pnp-gf")
         self.pnp_seconds = time.perf_counter() - t0
@@ -81,20 +83,19 @@ class Scene:
         return cons.project_observations(np.clip(z, 0, 1).astype(np.float32), self.L, self.M, self.kernel, self.scale,
                                          self.phase, self.R, amp=self.amp, spread=self.spread)
 
-    def rounds(self, start: np.ndarray, guide: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    def rounds(self, start: np.ndarray, guide: np.ndarray, eps: float = GUIDE_EPS) -> np.ndarray:
         z = plug_and_play(np.clip(start, 0, 1).astype(np.float32), self.project,
-                          lambda y: guided_filter(y, guide, 2, eps), rounds_for(self.scale), momentum_for(self.scale))
+                          lambda y: guided_filter(y, guide, GUIDE_RADIUS, eps), rounds_for(self.scale), momentum_for(self.scale))
         return self.project(z)
 
     def row(self, z: np.ndarray, **extra) -> dict:
         m = metrics.full_reference(z, self.X, self.scale)
-        base = metrics.psnr(self.glp, self.X)
-        return {"scene": self.name, "scale": self.scale, **extra, "gain": round(float(m["psnr"] - base), 3),
+        return {"scene": self.name, "scale": self.scale, **extra, "gain": round(float(m["psnr"]) - self.glp_psnr, 3),
                 "sam": round(float(m["sam"]), 3)}
 
     def header(self) -> dict:
         return {"scene": self.name, "scale": self.scale, "bands": int(self.L.shape[0]),
-                "glp_hs_psnr": round(float(metrics.psnr(self.glp, self.X)), 3),
+                "glp_hs_psnr": round(self.glp_psnr, 3),
                 **{k: v for k, v in self.row(self.pnp).items() if k in ("gain", "sam")},
                 "pnp_gf_seconds": round(self.pnp_seconds, 1)}
 
@@ -159,8 +160,7 @@ def subspace(s: Scene, k: int) -> dict:
     P_pinv = (P.T @ np.linalg.inv(P @ P.T)).astype(np.float32)
     P32 = P.astype(np.float32)
     La = torch.from_numpy(np.einsum("ck,chw->khw", E, s.L).astype(np.float32))
-    offsets = ops.sample_offset(s.kernel)
-    g = tuple(torch.from_numpy(cons.spread_kernel(s.scale, o, wide=any(offsets), sigma=s.spread)).float() for o in offsets)
+    g = cons.spread_kernels(s.kernel, s.scale, s.spread)
     amp = torch.from_numpy(s.amp)
 
     def project(a: np.ndarray) -> np.ndarray:  # both observations, on the coefficients
@@ -171,7 +171,7 @@ def subspace(s: Scene, k: int) -> dict:
         return a.astype(np.float32)
 
     a0 = np.einsum("ck,chw->khw", E, np.clip(s.glp, 0, 1)).astype(np.float32)
-    a = plug_and_play(a0, project, lambda y: guided_filter(y, s.M, 2), rounds_for(s.scale), momentum_for(s.scale),
+    a = plug_and_play(a0, project, lambda y: guided_filter(y, s.M, GUIDE_RADIUS), rounds_for(s.scale), momentum_for(s.scale),
                       clip=False)
     z = s.project(np.einsum("ck,khw->chw", E, a))
     return s.row(z, variant=f"subspace k={k}", seconds=round(time.perf_counter() - t0, 1))

@@ -56,7 +56,7 @@ from napari_cofusion.core import ops
 from napari_cofusion.core.errors import CubeError
 
 __all__ = ["MODES", "AUTO_MAX_RESIDUAL", "PAIR_DISAGREE_RESIDUAL", "ConsistencyReport", "observation_srf", "pair_agreement", "project_observations", "enforce",
-           "describe_consistency", "spectral_step", "spread_kernel", "psf_spread", "edge_weight"]
+           "describe_consistency", "spectral_step", "spread_kernel", "spread_kernels", "psf_spread", "edge_weight"]
 
 MODES = ("auto", "on", "off")
 #: ``auto`` projects when the pair's SRF/PSF fit residual is at most this (relative)
@@ -145,6 +145,15 @@ def spread_kernel(scale: int, offset: float = 0.0, wide: bool | None = None,
         raise CubeError(f"the correction's spread must be a positive number of HR pixels, not {sigma!r}")
     r = int(np.ceil(3 * sigma)) + (1 if (bool(offset) if wide is None else wide) else 0)
     return np.exp(-0.5 * ((np.arange(-r, r + 1) - offset) / sigma) ** 2)
+
+
+def spread_kernels(kernel: np.ndarray, scale: int, sigma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (rows, columns) pair of :func:`spread_kernel` for this PSF: each centred on the samples'
+    offset along its axis (:func:`~napari_cofusion.core.ops.sample_offset`), both as long as the
+    wider one; float32 tensors, as :func:`project_observations` uses them."""
+    offsets = ops.sample_offset(kernel)
+    gy, gx = (torch.from_numpy(spread_kernel(scale, o, wide=any(offsets), sigma=sigma)).float() for o in offsets)
+    return gy, gx
 
 
 def psf_spread(kernel: np.ndarray, scale: int) -> float:
@@ -265,8 +274,7 @@ def project_observations(z: np.ndarray, lr: np.ndarray, msi: np.ndarray, kernel:
         raise CubeError(f"the SRF is {R.shape[0]}×{R.shape[1]} but the pair has {msi.shape[0]} MS and {C} HS bands")
     out = np.array(z, dtype=np.float32, copy=True)
     bands = max(1, min(C, _CHUNK_ELEMENTS // (H * W)))
-    offsets = ops.sample_offset(kernel)  # (rows, columns); both kernels as long as the wider one
-    g = tuple(torch.from_numpy(spread_kernel(scale, o, wide=any(offsets), sigma=spread)).float() for o in offsets)
+    g = spread_kernels(kernel, scale, spread)
     amp = torch.from_numpy(np.ascontiguousarray(edge_weight(msi) if amp is None else amp, dtype=np.float32))
     with torch.inference_mode():
         for _ in range(iters):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from napari_cofusion.core import ops
+from napari_cofusion.core.ops import kernel_sigma
 from napari_cofusion.core.errors import CofusionWarning, CubeError
 from napari_cofusion.degrade.simulate import PSF
 from napari_cofusion.learn.models.mossfuse import MossFuse, MossFuseConfig, decoupling_loss
@@ -209,15 +210,6 @@ def prepare_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.nda
 #: glp-hs: it learned within 0.02 px on every scene of the table but Salinas-A ×4, where it went to 4.3 px
 #: (estimated 1.70) and lost 1 dB to glp-hs (benchmarks/scene_finetune.py)
 SIGMA_TOLERANCE = 0.25
-
-
-def kernel_sigma(kernel: np.ndarray) -> float:
-    """The equivalent isotropic sigma (px) of a 2-D kernel: from its second moments about its centroid."""
-    k = np.asarray(kernel, dtype=np.float64)
-    k = k / k.sum()
-    yy, xx = np.indices(k.shape)
-    cy, cx = (k * yy).sum(), (k * xx).sum()
-    return float(np.sqrt(0.5 * (k * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum()))
 
 
 def run_mossfuse(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray, phase: int, _model: MossFuse | None = None,
