@@ -7,7 +7,8 @@ pair is simulated at each scale, the reference is kept aside, the PSF, phase and
 from the pair (``estimate_degradation``) and every method is given that estimate, as a user would
 be. Columns: bicubic, the global regression (glp-hs radius 0), glp-hs as it was (radius 2),
 glp-hs with its regression chosen from the pair (the default now), pnp-gf, MossFuse trained on
-the pair (its learned PSF sigma and SRF error printed beside the estimator's), and with
+the pair (its learned PSF sigma and SRF error printed beside the estimator's), pnp-zsl (pnp-gf
+and a residual network trained on the pair degraded once more, where that pair is large enough), and with
 ``--finetune`` CoFusion fine-tuned on the pair (minutes per scene). The real Houston 2018 pair
 gets the no-reference QNR, D_λ, D_s (``--houston``).
 
@@ -52,7 +53,8 @@ SCENES = {
     "paints": ("cave/paints_ms", None, "ikonos", "gaussian:2"),
 }
 METHODS = (("bicubic", "bicubic", {}), ("global", "glp-hs", {"radius": 0}), ("glp-hs-old", "glp-hs", {"radius": 2}),
-           ("glp-hs", "glp-hs", {}), ("pnp-gf", "pnp-gf", {}), ("mossfuse", "mossfuse", {}))
+           ("glp-hs", "glp-hs", {}), ("pnp-gf", "pnp-gf", {}), ("mossfuse", "mossfuse", {}),
+           ("pnp-zsl", "pnp-zsl", {}))
 
 
 def load(name: str) -> Cube:
@@ -71,7 +73,7 @@ def load(name: str) -> Cube:
     return cube
 
 
-PAIR_ONLY = ("pnp-gf", "mossfuse")
+PAIR_ONLY = ("pnp-gf", "mossfuse", "pnp-zsl")
 
 
 def _moss(report: dict, deg, srf: str, ref: Cube) -> dict:
@@ -125,7 +127,8 @@ def run_scene(name: str, scale: int, finetune: bool, steps: int | None, columns:
                      **({"regression": o.get("bands")} if o.get("bands") and not opts else {}),
                      **({"warnings": [str(w.message) for w in caught]} if caught else {}),
                      **(est if meth == "pnp-gf" else {}),
-                     **(_moss(o["report"], deg, srf, ref) if meth == "mossfuse" else {})})
+                     **(_moss(o["report"], deg, srf, ref) if meth == "mossfuse" else {}),
+                     **({"network": o["network"]} if meth == "pnp-zsl" else {})})
     if finetune:
         rows.append(_finetune_row(name, scale, pair, X, steps))
     return rows
@@ -147,12 +150,14 @@ def _finetune_row(name, scale, pair, X, steps) -> dict:
             "minutes": round((time.perf_counter() - t0) / 60, 3)}
 
 
-def houston_rows() -> list[dict]:
+def houston_rows(columns: list[str] | None = None) -> list[dict]:
     cubes = read_cubes(DATA / "houston2018" / "houston_dataset.mat")
     hs, rgb = max(cubes, key=lambda c: c.bands), min(cubes, key=lambda c: c.bands)
     deg = estimate_degradation(hs, rgb)
     rows = []
     for col, meth, opts in METHODS:
+        if columns is not None and col not in columns:
+            continue
         r, secs, caught = _timed_fuse(hs, rgb, meth, deg, opts)
         q = metrics.no_reference(r.cube.data, hs.data, rgb.data, np.asarray(deg.kernel), 4, phase=deg.phase)
         rows.append({"scene": "houston2018", "scale": 4, "method": col, **{k: round(float(v), 4) for k, v in q.items()},
@@ -169,6 +174,10 @@ def _print(rows: list[dict]) -> None:
             extra = ("  (" + ", ".join(f"{name}×{n}" for name, n in reg) + ")") if reg else ""
             if "sigma_est" in r:
                 extra += f"  σ̂ {r['sigma_est']:.3f}, phase {r['phase_est']}/{r['phase_true']}, fit {r['fit_residual']:.2g}"
+            if "network" in r:
+                net = r["network"]
+                extra += (f"  network used: held-out {net['held_out_ratio']:.2f}× pnp-gf's error, {net['train_seconds']:.0f} s"
+                          if net["used"] else f"  no network: {net['reason']}")
             if "moss_sigma" in r:
                 extra += (f"  learned σ {r['moss_sigma']:.3f} (estimator {r['est_sigma']:.3f}), SRF error "
                           f"{r['moss_srf_err']:.3f} (estimator {r['est_srf_err']:.3f})")
@@ -256,7 +265,7 @@ def main(argv=None) -> int:
             if a.out:
                 Path(a.out).write_text(json.dumps(_merged(kept, rows), indent=1))
     if a.houston:
-        got = houston_rows()
+        got = houston_rows(a.columns)
         _print(got)
         rows += got
     rows = _merged(kept, rows)

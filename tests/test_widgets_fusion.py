@@ -363,8 +363,8 @@ def test_scene_only_finetune_on_real_pair(make_napari_viewer, qtbot, shared_data
     assert not w.degradation_plot.isHidden() and "phase" in w.status_label.text()
     start = _small_weights(tmp_path / "cave_small", 31, 3, 4)
     w.add_weights_path(start, select=("finetune",))
-    # with no reference layer Fine-tune runs pnp-gf unless the CoFusion fine-tune is chosen
-    assert w.ft_route_combo.currentText() == finetune_panel.ROUTE_PNP and w.ft_route_combo.isVisibleTo(w)
+    # with no reference layer Fine-tune runs pnp-zsl unless the CoFusion fine-tune is chosen
+    assert w.ft_route_combo.currentText() == finetune_panel.ROUTE_ZSL and w.ft_route_combo.isVisibleTo(w)
     w.ft_route_combo.setCurrentText(finetune_panel.ROUTE_COFUSION)
     assert w.finetune_button.text() == "Fine-tune" and w.steps_spin.isEnabled()
     w.steps_spin.setValue(4)
@@ -453,21 +453,30 @@ def test_pair_only_route_on_a_real_crop(make_napari_viewer, qtbot, shared_data, 
     glp = fuse(pair.lr, pair.msi, "glp-hs", psf="wald").cube.data
     assert metrics.psnr(out.data, ref.data[:, :48, :48]) > metrics.psnr(glp, ref.data[:, :48, :48]) + 0.3
     assert not shown
-    # "Fine-tune without a reference" runs the route that measured best, pnp-gf, by default: the
-    # same result as the core's (and as the Run panel's) from the PSF estimated from the pair
+    # "Fine-tune without a reference" runs the route that measured best, pnp-zsl, by default: the
+    # same result as the core's (and as the Run panel's) from the PSF estimated from the pair. This
+    # crop is too small to learn from (the pair degraded once more has a 3×3 LRHSI): the result is
+    # pnp-gf's, and the user is told why
     from napari_cofusion.gui.fusion import finetune_panel
 
-    assert w.ft_route_combo.currentText() == finetune_panel.ROUTE_PNP
-    assert w.finetune_button.text() == "Fuse with pnp-gf" and not w.steps_spin.isEnabled()
+    assert w.ft_route_combo.currentText() == finetune_panel.ROUTE_ZSL
+    assert w.finetune_button.text() == "Fuse with pnp-zsl" and not w.steps_spin.isEnabled()
     w.start_finetune()
     _wait_idle(qtbot, w)
     tuned = w.last_result_layer
-    assert tuned is not out and tuned.name == "pnp-gf fused [1]" and tuned.metadata["route"] == "fine-tune without a reference"
+    assert tuned is not out and tuned.name == "pnp-zsl fused" and tuned.metadata["route"] == "fine-tune without a reference"
+    assert not tuned.metadata["options"]["network"]["used"]
+    assert any(m.startswith("pnp-zsl fused: no network: the pair degraded once more has a 3×3-pixel LRHSI") for m in shown), shown
     from napari_cofusion.gui.layers import layer_cube
 
-    core = fuse(layer_cube(viewer.layers["pavia lr"]), layer_cube(viewer.layers["pavia msi"]), "pnp-gf",
+    core = fuse(layer_cube(viewer.layers["pavia lr"]), layer_cube(viewer.layers["pavia msi"]), "pnp-zsl",
                 psf="auto").cube.data
     np.testing.assert_allclose(tuned.data, core, atol=1e-5)
+    np.testing.assert_allclose(tuned.data, out.data, atol=1e-5)  # pnp-gf's, as the Run panel gave it
+    shown.clear()
+    # pnp-gf stays one choice away
+    w.ft_route_combo.setCurrentText(finetune_panel.ROUTE_PNP)
+    assert w.finetune_button.text() == "Fuse with pnp-gf"
     assert w.finetuned_model is None  # no training, no session weights
     # glp-hs keeps "recipe, else weak" by default
     w.method_combo.setCurrentText("glp-hs")

@@ -24,6 +24,7 @@ from napari_cofusion.fusion import scaleout
 from napari_cofusion.fusion.scaleout import find_pairs, fuse_dask
 from napari_cofusion.learn import method as _learned  # noqa: F401  (registers cofusion, csakd, hyfusion, s3rnet)
 from napari_cofusion.learn import mossfuse_fit as _mossfuse  # noqa: F401  (registers mossfuse)
+from napari_cofusion.learn import zsl_pnp as _zsl_pnp  # noqa: F401  (registers pnp-zsl)
 
 __all__ = ["Cube", "CofusionError", "CubeError", "WeightsError", "read_cube", "read_cubes", "write_cube",
            "simulate_pair", "fuse", "FusionResult", "check_pair", "check_fits", "get_method", "iter_methods",

@@ -113,6 +113,8 @@ def _shown(key: str, value) -> str:
         ranked = sorted(value.items(), key=lambda kv: -kv[1])
         return "regression (each band the mean of its best candidates) " + ", ".join(
             f"{name} in {n} band{'s' if n > 1 else ''}" for name, n in ranked)
+    if key == "network" and isinstance(value, dict):  # pnp-zsl's residual network: used or not, and why
+        return f"network {'used' if value.get('used') else 'not used'} ({value.get('reason', '')})"
     return f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
 
 

@@ -29,7 +29,9 @@ table, 2026-12-05): over glp-hs (the mean of its best three regressions per band
 momentum 0.7) and ×8 (80 rounds, 0.92): the README's table. A network added after these rounds (a
 small CNN in a k = 8 subspace of the LRHSI, trained on the pair with both consistency losses and
 this prior, 200 steps) changed the result by ≤ 0.01 dB; trained on the pair degraded once more
-(zero-shot, reduced resolution) it lost 3 dB on DC Mall before the projection. A per-pixel network
+(zero-shot, reduced resolution) to give the whole cube it lost 3 dB on DC Mall before the
+projection. Trained the same way to correct *this method's* result, where the smaller pair is
+large enough to learn from, it gains: ``pnp-zsl`` (:mod:`napari_cofusion.learn.zsl_pnp`). A per-pixel network
 from the MS bands to the LRHSI's principal components, trained on the pair by the LR consistency
 loss, added nothing inside the rounds either, as their start or as extra guide channels
 (``benchmarks/pair_probes.py learned``, README).

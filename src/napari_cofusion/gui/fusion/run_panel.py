@@ -33,7 +33,7 @@ PSF_TIP = ("The blur and decimation phase that relate the LRHSI to the scene. 'r
            "simulation recipe when it has one, else the weak preset. 'estimate from the pair': fitted to the two "
            "images (the estimate and any doubt about it are reported); the default for the pair-only methods.")
 #: methods meant for a pair alone (no recipe, no reference): they default to an estimated PSF
-PAIR_ONLY = ("pnp-gf", "mossfuse")
+PAIR_ONLY = ("pnp-gf", "pnp-zsl", "mossfuse")
 
 
 def start_fusion(state: FusionState, runner: JobRunner, lr: Any, msi: Any, method: str, options: dict[str, Any],
@@ -155,11 +155,15 @@ class RunPanel(QGroupBox):
     @staticmethod
     def doubts(meta: dict[str, Any]) -> list[str]:
         """What the user must be told about a result: doubts about the estimated degradation, and
-        a pair-only method's fallback to glp-hs (with the numbers)."""
+        a pair-only method's fallback to glp-hs (with the numbers), and pnp-zsl's network left out
+        (the pair too small to learn from, or what it learned did not hold on held-out pixels)."""
         out = list((meta.get("estimate") or {}).get("doubts") or [])
-        fallback = (meta.get("options") or {}).get("fallback")
-        if fallback:
-            out.append(fallback)
+        options = meta.get("options") or {}
+        if options.get("fallback"):
+            out.append(options["fallback"])
+        network = options.get("network")
+        if isinstance(network, dict) and not network.get("used") and not options.get("fallback"):
+            out.append(f"no network: {network.get('reason', '')}")
         return out
 
     def job_done(self, outcome: JobOutcome) -> None:
