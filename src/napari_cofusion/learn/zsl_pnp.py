@@ -14,10 +14,17 @@ The smaller pair is the LRHSI's size divided by the scale again: on the remote-s
 the table it is 3 to 6 pixels a side at ×4 and a network learns nothing there that transfers
 (PaviaU ×4 0.51 dB below pnp-gf, DC Mall 0.54, Jasper Ridge 0.84, Salinas-A 0.43, projected,
 2026-12-05). So the network is trained only when the smaller LRHSI is at least
-:attr:`ZSLConfig.min_side` pixels a side, and used only when it predicts pixels of the smaller
+:attr:`ZSLConfig.min_side` pixels a side and the PSF is wide enough for the LRHSI not to be aliased
+(:attr:`ZSLConfig.min_psf_width`), and used only when it predicts pixels of the smaller
 LRHSI it was not trained on (a quarter, in 8×8 blocks) better than pnp-gf does by a margin
 (:attr:`ZSLConfig.max_ratio`); otherwise the result is pnp-gf's, and the result's metadata
 (``options.network``) says why.
+
+Measured (benchmarks/scene_finetune.py, the PSF estimated from the pair, 2026-12-05): on the CAVE
+scenes at ×4 (a 32×32 smaller LRHSI) oil_painting 47.68 → 47.78 dB, paints 48.28 → 48.55, SAM lower
+on both, 23–26 s of training on two CPU cores; seeds 1 and 2 gave +0.09 / +0.12 and +0.20 / +0.23 dB
+over pnp-gf. Every other row of the table (remote-sensing crops, ×8) is pnp-gf's, the smaller pair
+being too small. README, "pnp-zsl, the learned route".
 """
 
 from __future__ import annotations
@@ -54,13 +61,20 @@ class ZSLConfig:
     #: the network is used when its error on the held-out quarter of the smaller LRHSI is below
     #: this fraction of pnp-gf's error there
     max_ratio: float = 0.95
+    #: the PSF's width (sigma, HR pixels) must be at least this fraction of the scale: a narrower
+    #: PSF does not smooth before the decimation, so the LRHSI is aliased and does not show the
+    #: scene as a coarser sensor would; what the network learns on the smaller pair does not carry
+    #: over. The ``weak`` PSF (sigma 0.5 at ×4, 0.125·s), the PSF estimated from the pair: paints
+    #: 48.32 → 47.82 dB (0.50 below pnp-gf, its held-out ratio 0.64 notwithstanding), oil_painting
+    #: 48.97 → 49.01; the wald PSF (0.425·s) and the CAVE camera's sigma 2 (0.5·s) gained (2026-12-05)
+    min_psf_width: float = 0.25
 
     def check(self) -> "ZSLConfig":
         for name, lo, hi in (("k", 1, 64), ("width", 4, 256), ("steps", 0, 100_000), ("min_side", 8, 100_000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise CubeError(f"pnp-zsl: {name} = {v!r} must be a whole number from {lo} to {hi}")
-        for name, lo, hi in (("lr", 0.0, 1.0), ("max_ratio", 0.0, 1.0)):
+        for name, lo, hi in (("lr", 0.0, 1.0), ("max_ratio", 0.0, 1.0), ("min_psf_width", 0.0, 10.0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi:
                 raise CubeError(f"pnp-zsl: {name} = {v!r} must be a number above {lo:g} and at most {hi:g}")
@@ -156,6 +170,12 @@ def fit_residual(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray
     or the network does not beat pnp-gf on the held-out pixels (``report.reason`` says which)."""
     cfg = (cfg or ZSLConfig()).check()
     h, w = lr.shape[-2] // scale, lr.shape[-1] // scale
+    sigma = ops.kernel_sigma(np.asarray(kernel))
+    if sigma < cfg.min_psf_width * scale:
+        return None, None, ZSLReport(False, f"the PSF (sigma {sigma:.2f} px) is narrower than {cfg.min_psf_width:g} × the "
+                                            f"scale ({cfg.min_psf_width * scale:.2f} px): the LRHSI is aliased, not the scene "
+                                            "as a coarser sensor sees it, so nothing learnt from it carries over to the full "
+                                            "scale; this is pnp-gf", (lr.shape[0], h, w))
     if min(h, w) < cfg.min_side:
         return None, None, ZSLReport(False, f"the pair degraded once more has a {h}×{w}-pixel LRHSI, under "
                                             f"{cfg.min_side} a side: too small to learn from, so this is pnp-gf",

@@ -63,7 +63,8 @@ ROUTE_TIP = ("What Fine-tune does when the pair has no reference layer (benchmar
              "from four sensors, PSF estimated from the pair). pnp-gf: glp-hs, then rounds of projection onto both "
              "images and a guided filter by the HRMSI. pnp-zsl: pnp-gf, then a small network trained on the pair "
              "degraded once more corrects it, where that smaller pair is large enough to learn from (its LRHSI at "
-             "least 16 pixels a side) and the network beats pnp-gf on pixels it did not see; otherwise it is "
+             "least 16 pixels a side), the PSF is wide enough for the LRHSI not to be aliased, and the network "
+             "beats pnp-gf on pixels it did not see; otherwise it is "
              "pnp-gf, and says why; the best measured (README). MossFuse: a network trained on the pair (about a "
              "minute). CoFusion: fine-tune the network on the pair and keep the weights; it added at most +0.07 dB "
              "over glp-hs. pnp-zsl, pnp-gf and MossFuse fit the SRF to the pair themselves.")
