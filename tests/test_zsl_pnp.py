@@ -107,7 +107,8 @@ def test_a_pair_too_small_to_learn_from_gets_pnp_gf_and_says_why(pavia_pair):
 
 def test_pnp_zsl_refuses_bad_options(pavia_pair):
     p = pavia_pair
-    for bad, word in (({"steps": -1}, "steps"), ({"k": 0}, "k"), ({"seed": "a"}, "seed"), ({"steps": 2.5}, "steps")):
+    for bad, word in (({"steps": -1}, "steps"), ({"k": 0}, "k"), ({"seed": "a"}, "seed"), ({"seed": -1}, "seed"),
+                      ({"seed": 2 ** 64}, "seed"), ({"steps": 2.5}, "steps")):
         with pytest.raises(CubeError, match=f"pnp-zsl: {word}"):
             fuse(p.lr, p.msi, "pnp-zsl", psf="wald", **bad)
     with pytest.raises(CubeError, match="pnp-zsl does not take _net"):
@@ -160,3 +161,22 @@ def test_a_sharp_psf_leaves_the_network_out_and_says_why():
     assert "PSF (sigma 0.46 px) is narrower than 0.25 × the scale (1.00 px)" in rep.reason and "aliased" in rep.reason
     with pytest.raises(CubeError, match="pnp-zsl: min_psf_width"):
         zsl_pnp.ZSLConfig(min_psf_width=-1.0).check()
+
+
+def test_an_lrhsi_that_is_not_whole_cells_of_the_smaller_grid_is_cropped_to_them():
+    """A 75×74-pixel LRHSI at ×4 (HR 300×296): the smaller pair is made from its top-left 72×72
+    pixels, an 18×18 LRHSI with an exactly 4× larger MSI."""
+    g = torch.Generator().manual_seed(3)
+    lr, msi = torch.rand(5, 75, 74, generator=g).numpy(), torch.rand(3, 300, 296, generator=g).numpy()
+    seen = []
+
+    def pnp(a, b):  # stands in for pnp-gf: checks the smaller pair's shapes, returns a cube of the MSI's size
+        seen.append((a.shape, b.shape))
+        return np.repeat(np.repeat(a, 4, 1), 4, 2)
+
+    state = torch.random.get_rng_state()
+    net, basis, rep = zsl_pnp.fit_residual(lr, msi, 4, ops.gaussian_kernel(9, 1.7), 2, pnp,
+                                           zsl_pnp.ZSLConfig(steps=3, max_ratio=1.0, patch=32))
+    assert seen == [((5, 18, 18), (3, 72, 72))] and rep.reduced_shape == (5, 18, 18)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left alone
+    assert rep.train_ratio is not None and rep.held_out_ratio is not None

@@ -16,14 +16,14 @@ the table it is 3 to 6 pixels a side at ×4 and a network learns nothing there t
 2026-12-05). So the network is trained only when the smaller LRHSI is at least
 :attr:`ZSLConfig.min_side` pixels a side and the PSF is wide enough for the LRHSI not to be aliased
 (:attr:`ZSLConfig.min_psf_width`), and used only when it predicts pixels of the smaller
-LRHSI it was not trained on (a quarter, in 8×8 blocks) better than pnp-gf does by a margin
+LRHSI it was not trained on (a quarter of them, in 8×8 blocks) better than pnp-gf does by a margin
 (:attr:`ZSLConfig.max_ratio`); otherwise the result is pnp-gf's, and the result's metadata
 (``options.network``) says why.
 
 Measured (benchmarks/scene_finetune.py, the PSF estimated from the pair, 2026-12-05): on the CAVE
-scenes at ×4 (a 32×32 smaller LRHSI) oil_painting 47.68 → 47.78 dB, paints 48.28 → 48.55, SAM lower
-on both, 23–26 s of training on two CPU cores; seeds 1 and 2 gave +0.09 / +0.12 and +0.20 / +0.23 dB
-over pnp-gf. Every other row of the table (remote-sensing crops, ×8) is pnp-gf's, the smaller pair
+scenes at ×4 (a 32×32 smaller LRHSI) oil_painting 47.68 → 47.82 dB, paints 48.28 → 48.56, SAM lower
+on both, 21–23 s of training on two CPU cores; seeds 1 and 2 (of an earlier version) gave +0.09 /
++0.12 and +0.20 / +0.23 dB over pnp-gf. Every other row of the table (remote-sensing crops, ×8) is pnp-gf's, the smaller pair
 being too small. README, "pnp-zsl, the learned route".
 """
 
@@ -58,9 +58,12 @@ class ZSLConfig:
     seed: int = 0
     #: the smaller LRHSI (the LRHSI's side / scale) must be at least this many pixels a side
     min_side: int = 16
-    #: the network is used when its error on the held-out quarter of the smaller LRHSI is below
-    #: this fraction of pnp-gf's error there
+    #: the network is used when its error on the held-out quarter of the LRHSI (the smaller pair's
+    #: reference; 8×8 blocks) is below this fraction of pnp-gf's error there
     max_ratio: float = 0.95
+    #: LRHSI pixels a side of the patch a training step sees when the LRHSI is larger (a CAVE
+    #: scene at ×4 is 128: the whole of it every step)
+    patch: int = 128
     #: the PSF's width (sigma, HR pixels) must be at least this fraction of the scale: a narrower
     #: PSF does not smooth before the decimation, so the LRHSI is aliased and does not show the
     #: scene as a coarser sensor would; what the network learns on the smaller pair does not carry
@@ -70,7 +73,8 @@ class ZSLConfig:
     min_psf_width: float = 0.25
 
     def check(self) -> "ZSLConfig":
-        for name, lo, hi in (("k", 1, 64), ("width", 4, 256), ("steps", 0, 100_000), ("min_side", 8, 100_000)):
+        for name, lo, hi in (("k", 1, 64), ("width", 4, 256), ("steps", 0, 100_000), ("min_side", 8, 100_000),
+                             ("patch", 16, 4096)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise CubeError(f"pnp-zsl: {name} = {v!r} must be a whole number from {lo} to {hi}")
@@ -78,8 +82,8 @@ class ZSLConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi:
                 raise CubeError(f"pnp-zsl: {name} = {v!r} must be a number above {lo:g} and at most {hi:g}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise CubeError(f"pnp-zsl: seed = {self.seed!r} must be a whole number")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2 ** 63:
+            raise CubeError(f"pnp-zsl: seed = {self.seed!r} must be a whole number from 0 up to 2**63")
         return self
 
 
@@ -91,8 +95,8 @@ class ZSLReport:
     reason: str
     reduced_shape: tuple[int, ...] = ()
     train_seconds: float = 0.0
-    #: mean squared error on the trained / held-out pixels of the smaller LRHSI, relative to
-    #: pnp-gf's there (1 = no better than pnp-gf)
+    #: mean squared error on the trained / held-out pixels of the LRHSI (the smaller pair's
+    #: reference), relative to pnp-gf's there (1 = no better than pnp-gf)
     train_ratio: float | None = None
     held_out_ratio: float | None = None
 
@@ -149,10 +153,14 @@ def reduced_pair(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int
 
 def _basis(lr: np.ndarray, msi: np.ndarray, k: int) -> Basis:
     C = lr.shape[0]
-    flat = lr.reshape(C, -1).astype(np.float64)
-    mu = flat.mean(1)
-    U = np.linalg.svd(flat - mu[:, None], full_matrices=False)[0][:, :min(k, C, flat.shape[1])]
-    return Basis(U.astype(np.float32), mu.astype(np.float32), float(msi.mean()), float(msi.std()) + 1e-8)
+    flat = lr.reshape(C, -1)
+    mu = flat.mean(1, dtype=np.float64)
+    cov = np.cov(flat.astype(np.float64, copy=False), bias=True)  # (C, C): the basis without a C × N SVD
+    vals, vecs = np.linalg.eigh(np.atleast_2d(cov))
+    U = vecs[:, ::-1][:, :min(k, C)]
+    U = U * np.where(U[np.abs(U).argmax(0), np.arange(U.shape[1])] < 0, -1.0, 1.0)  # a sign for each, not LAPACK's
+    return Basis(np.ascontiguousarray(U, dtype=np.float32), mu.astype(np.float32), float(msi.mean()),
+                 float(msi.std()) + 1e-8)
 
 
 def _held_out(h: int, w: int, block: int = 8) -> np.ndarray:
@@ -170,39 +178,51 @@ def fit_residual(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray
     or the network does not beat pnp-gf on the held-out pixels (``report.reason`` says which)."""
     cfg = (cfg or ZSLConfig()).check()
     h, w = lr.shape[-2] // scale, lr.shape[-1] // scale
+    if min(h, w) < cfg.min_side:
+        return None, None, ZSLReport(False, f"the pair degraded once more has a {h}×{w}-pixel LRHSI, under "
+                                            f"{cfg.min_side} a side: too small to learn from, so this is pnp-gf",
+                                     (lr.shape[0], h, w))
     sigma = ops.kernel_sigma(np.asarray(kernel))
     if sigma < cfg.min_psf_width * scale:
         return None, None, ZSLReport(False, f"the PSF (sigma {sigma:.2f} px) is narrower than {cfg.min_psf_width:g} × the "
                                             f"scale ({cfg.min_psf_width * scale:.2f} px): the LRHSI is aliased, not the scene "
                                             "as a coarser sensor sees it, so nothing learnt from it carries over to the full "
                                             "scale; this is pnp-gf", (lr.shape[0], h, w))
-    if min(h, w) < cfg.min_side:
-        return None, None, ZSLReport(False, f"the pair degraded once more has a {h}×{w}-pixel LRHSI, under "
-                                            f"{cfg.min_side} a side: too small to learn from, so this is pnp-gf",
-                                     (lr.shape[0], h, w))
     t0 = time.perf_counter()
+    basis = _basis(lr, msi, cfg.k)
+    # the smaller pair from the LRHSI cropped to whole LR cells of the smaller grid (and the MSI to
+    # match), so that the smaller MSI is exactly ``scale`` times the smaller LRHSI
+    lr = lr[:, :h * scale, :w * scale]
+    msi = msi[:, :h * scale * scale, :w * scale * scale]
     L2, M2 = reduced_pair(lr, msi, kernel, scale, phase)
     base2 = np.clip(pnp(L2, M2), 0.0, 1.0)
-    basis = _basis(lr, msi, cfg.k)
     x = basis.inputs(base2, M2)
     target = torch.from_numpy(basis.coefficients(lr) - basis.coefficients(base2))[None]
     held = torch.from_numpy(_held_out(*lr.shape[-2:]))[None, None].expand_as(target)
     train = ~held
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = ResidualNet(basis.E.shape[1], msi.shape[0], cfg.width)
-    opt = torch.optim.Adam(net.parameters(), cfg.lr)
-    for step in range(cfg.steps):
-        r, f = int(rng.integers(4)), bool(rng.integers(2))
-        xi, ti, mi = (torch.rot90(a, r, (2, 3)) for a in (x, target, train))
-        if f:
-            xi, ti, mi = xi.flip(3), ti.flip(3), mi.flip(3)
-        loss = ((net(xi) - ti) ** 2)[mi].mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress(step + 1, cfg.steps, float(loss.detach()))
+    H, W = target.shape[-2:]
+    with torch.random.fork_rng():  # the caller's (and napari's) torch random state is left as it was
+        torch.manual_seed(cfg.seed)
+        net = ResidualNet(basis.E.shape[1], msi.shape[0], cfg.width)
+        opt = torch.optim.Adam(net.parameters(), cfg.lr)
+        for step in range(cfg.steps):
+            xi, ti, mi = x, target, train
+            if max(H, W) > cfg.patch:  # a large LRHSI: a random patch a step, so memory stays bounded
+                y0, x0 = int(rng.integers(max(H - cfg.patch, 0) + 1)), int(rng.integers(max(W - cfg.patch, 0) + 1))
+                xi, ti, mi = (a[..., y0:y0 + cfg.patch, x0:x0 + cfg.patch] for a in (xi, ti, mi))
+            r, f = int(rng.integers(4)), bool(rng.integers(2))
+            xi, ti, mi = (torch.rot90(a, r, (2, 3)) for a in (xi, ti, mi))
+            if f:
+                xi, ti, mi = xi.flip(3), ti.flip(3), mi.flip(3)
+            if not bool(mi.any()):
+                continue
+            loss = ((net(xi) - ti) ** 2)[mi].mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if progress is not None:
+                progress(step + 1, cfg.steps, float(loss.detach()))
     with torch.inference_mode():
         err = (net(x) - target) ** 2
     zero = target ** 2
@@ -226,7 +246,6 @@ def apply_residual(net: ResidualNet, basis: Basis, z: np.ndarray, msi: np.ndarra
 
 
 # ---------------------------------------------------------------------------- the registered method
-_PNP_OPTIONS = ("rounds", "guide_radius", "guide_eps", "radius", "momentum")
 _NET_OPTIONS = ("steps", "seed", "k")
 
 
@@ -245,6 +264,7 @@ def prepare_pnp_zsl(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndar
         out["_net"], out["_basis"], out["_prepared"] = None, None, True
         return out
     pnp_opts = {k: out[k] for k in ("rounds", "guide_radius", "guide_eps", "momentum") if k in out}
+    pnp_opts["radius"] = options.get("radius", "auto")  # the user's, chosen again on the smaller pair when "auto"
 
     def pnp(L: np.ndarray, M: np.ndarray) -> np.ndarray:  # on the smaller pair: its own choices and SRF
         return pnp_gf(L, M, scale, kernel, phase, **pnp_opts)
