@@ -11,7 +11,7 @@ from napari_cofusion.api import fuse, read_cube
 from napari_cofusion.core import metrics, ops
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.estimate import estimate_degradation
-from napari_cofusion.degrade.simulate import simulate_pair
+from napari_cofusion.degrade.simulate import reduced_pair, simulate_pair
 from napari_cofusion.fusion.scene_prior import pnp_gf
 from napari_cofusion.learn import zsl_pnp
 
@@ -47,8 +47,9 @@ def test_the_smaller_pair_is_the_pair_degraded_once_more():
     g = torch.Generator().manual_seed(0)
     lr, msi = torch.rand(6, 32, 32, generator=g).numpy(), torch.rand(3, 128, 128, generator=g).numpy()
     kernel = ops.gaussian_kernel(7, 1.7)
-    L2, M2 = zsl_pnp.reduced_pair(lr, msi, kernel, 4, 2)
+    ref, L2, M2 = reduced_pair(lr, msi, kernel, 4, 2)
     assert L2.shape == (6, 8, 8) and M2.shape == (3, 32, 32)
+    np.testing.assert_array_equal(ref, lr)
     np.testing.assert_allclose(L2, ops.degrade(torch.from_numpy(lr), kernel, 4, 2).numpy())
     np.testing.assert_allclose(M2, ops.degrade(torch.from_numpy(msi), kernel, 4, 2).numpy())
 

@@ -35,7 +35,7 @@ from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.core.srf import SRF, get_srf
 
-__all__ = ["PSF", "default_phase", "dhif_kernel", "half_gaussian_kernel", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
+__all__ = ["PSF", "reduced_pair", "default_phase", "dhif_kernel", "half_gaussian_kernel", "Recipe", "SimulatedPair", "simulate_pair", "PROTOCOLS", "protocol_recipe", "add_noise", "infer_scale",
            "save_pair", "read_pair"]
 
 
@@ -371,6 +371,21 @@ def simulate_pair(
                 name=f"{base} HRMSI {srf_obj.name}", source=f"simulated from {reference.source}",
                 meta={**rmeta, "band_names": srf_obj.kept_band_names()})
     return SimulatedPair(lr=lr_c, msi=ms_c, reference=ref_c, recipe=recipe, srf_matrix=R)
+
+
+def reduced_pair(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int,
+                 phase: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pair degraded once more by its own PSF, for training on the pair alone (reduced
+    resolution, zero-shot): ``(reference, D(B*reference), D(B*msi))``, where the reference is the
+    LRHSI (C, h, w) cropped to whole cells of the smaller grid, ``(h // s)·s`` by ``(w // s)·s``, and
+    the MSI is cropped to match, so that the smaller MSI is exactly ``scale`` times the smaller
+    LRHSI. Float32 arrays."""
+    h, w = (lr.shape[-2] // scale) * scale, (lr.shape[-1] // scale) * scale
+    reference = np.ascontiguousarray(lr[:, :h, :w], dtype=np.float32)
+    ms = np.ascontiguousarray(msi[:, :h * scale, :w * scale], dtype=np.float32)
+    with torch.inference_mode():
+        return (reference, ops.degrade(torch.from_numpy(reference), kernel, scale, phase).numpy(),
+                ops.degrade(torch.from_numpy(ms), kernel, scale, phase).numpy())
 
 
 def infer_scale(lr_shape: tuple[int, ...], msi_shape: tuple[int, ...]) -> int:

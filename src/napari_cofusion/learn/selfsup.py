@@ -32,6 +32,7 @@ from napari_cofusion.core import ops
 from napari_cofusion.core.cube import Cube
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.estimate import Degradation, estimate_degradation
+from napari_cofusion.degrade.simulate import reduced_pair
 from napari_cofusion.fusion.pair import check_fits, check_pair
 from napari_cofusion.learn.models import CoFusion, CoFusionConfig
 from napari_cofusion.learn.train import Progress, Scene, TrainConfig, classical_base, train
@@ -171,15 +172,10 @@ def reduced_scenes(lr: np.ndarray, msi: np.ndarray, deg: Degradation, with_base:
     scenes = []
     for k, f in variants:
         ms_v, lr_v = dihedral_pair(msi, lr, k, f, s, p)
-        h, w = (lr_v.shape[1] // s) * s, (lr_v.shape[2] // s) * s
-        if h < s or w < s:
+        if lr_v.shape[1] < s or lr_v.shape[2] < s:
             raise CubeError(f"the LRHSI ({lr.shape[1]}×{lr.shape[2]}) is too small for reduced-resolution "
                             f"training at ×{s}: it needs at least {s}×{s} pixels, better {8 * s}×{8 * s}")
-        target = np.ascontiguousarray(lr_v[:, :h, :w])
-        ms_v = ms_v[:, : h * s, : w * s]
-        with torch.inference_mode():
-            lr_red = ops.degrade(torch.from_numpy(target), deg.kernel, s, p).numpy()
-            ms_red = ops.degrade(torch.from_numpy(np.ascontiguousarray(ms_v)), deg.kernel, s, p).numpy()
+        target, lr_red, ms_red = reduced_pair(lr_v, ms_v, deg.kernel, s, p)
         base = torch.from_numpy(classical_base(lr_red, ms_red, deg.kernel, s, p)) if with_base else None
         scenes.append(Scene(f"reduced rot{90 * k}{' flip' if f else ''}", torch.from_numpy(target),
                             torch.from_numpy(np.ascontiguousarray(lr_red)), torch.from_numpy(np.ascontiguousarray(ms_red)),

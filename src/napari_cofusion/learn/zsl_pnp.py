@@ -39,9 +39,10 @@ import torch
 from napari_cofusion.core import ops
 from napari_cofusion.core.errors import CubeError
 from napari_cofusion.degrade.consistency import edge_weight, project_observations, psf_spread
+from napari_cofusion.degrade.simulate import reduced_pair
 from napari_cofusion.fusion.scene_prior import GUIDE_EPS, GUIDE_RADIUS
 
-__all__ = ["ZSLConfig", "ZSLReport", "ResidualNet", "reduced_pair", "fit_residual", "apply_residual"]
+__all__ = ["ZSLConfig", "ZSLReport", "ResidualNet", "fit_residual", "apply_residual"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class ZSLConfig:
     #: reference; 8×8 blocks) is below this fraction of pnp-gf's error there
     max_ratio: float = 0.95
     #: LRHSI pixels a side of the patch a training step sees when the LRHSI is larger (a CAVE
-    #: scene at ×4 is 128: the whole of it every step)
+    #: scene at ×4 is 128: the whole of it every step); 16 or more, so that every patch holds
+    #: training pixels (any 16 rows and columns hold a block that is not held out)
     patch: int = 128
     #: the PSF's width (sigma, HR pixels) must be at least this fraction of the scale: a narrower
     #: PSF does not smooth before the decimation, so the LRHSI is aliased and does not show the
@@ -143,14 +145,6 @@ class Basis:
         return torch.from_numpy(np.concatenate([self.coefficients(z), ms]))[None]
 
 
-def reduced_pair(lr: np.ndarray, msi: np.ndarray, kernel: np.ndarray, scale: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both images degraded once more by the PSF: (C, h/s, w/s) and (c, h, w), float32."""
-    def down(a: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return ops.degrade(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), kernel, scale, phase).numpy()
-    return down(lr), down(msi)
-
-
 def _basis(lr: np.ndarray, msi: np.ndarray, k: int) -> Basis:
     C = lr.shape[0]
     flat = lr.reshape(C, -1)
@@ -190,11 +184,7 @@ def fit_residual(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray
                                             "scale; this is pnp-gf", (lr.shape[0], h, w))
     t0 = time.perf_counter()
     basis = _basis(lr, msi, cfg.k)
-    # the smaller pair from the LRHSI cropped to whole LR cells of the smaller grid (and the MSI to
-    # match), so that the smaller MSI is exactly ``scale`` times the smaller LRHSI
-    lr = lr[:, :h * scale, :w * scale]
-    msi = msi[:, :h * scale * scale, :w * scale * scale]
-    L2, M2 = reduced_pair(lr, msi, kernel, scale, phase)
+    lr, L2, M2 = reduced_pair(lr, msi, kernel, scale, phase)  # lr: cropped to whole cells of the smaller grid
     base2 = np.clip(pnp(L2, M2), 0.0, 1.0)
     x = basis.inputs(base2, M2)
     target = torch.from_numpy(basis.coefficients(lr) - basis.coefficients(base2))[None]
@@ -215,8 +205,6 @@ def fit_residual(lr: np.ndarray, msi: np.ndarray, scale: int, kernel: np.ndarray
             xi, ti, mi = (torch.rot90(a, r, (2, 3)) for a in (xi, ti, mi))
             if f:
                 xi, ti, mi = xi.flip(3), ti.flip(3), mi.flip(3)
-            if not bool(mi.any()):
-                continue
             loss = ((net(xi) - ti) ** 2)[mi].mean()
             opt.zero_grad()
             loss.backward()
